@@ -1,0 +1,383 @@
+package eris
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/crypto/blake2b"
+	"golang.org/x/sync/errgroup"
+)
+
+// ReaderOptions configure a Reader. The zero value is useful.
+type ReaderOptions struct {
+	// Nodes caches decrypted internal nodes; share one between the readers
+	// of a mount. Nil gives the reader a small cache of its own.
+	Nodes *NodeCache
+	// Concurrency bounds the leaves one ReadAt fetches at once; 0 means 16.
+	Concurrency int
+}
+
+// NodeCache keeps verified, decrypted internal nodes, bounded in count. It
+// is safe for concurrent use.
+type NodeCache struct {
+	c *lru.Cache[pair, []byte]
+}
+
+// NewNodeCache returns a cache holding at most maxBytes of nodes (at least
+// 16 nodes).
+func NewNodeCache(maxBytes int64) *NodeCache {
+	n := int(max(16, maxBytes/BlockSize1K))
+	c, _ := lru.New[pair, []byte](n) // n > 0: cannot fail
+	return &NodeCache{c: c}
+}
+
+// pair is a reference-key pair: which block and how to decrypt it. Nodes are
+// cached by pair, not by reference, so a key never meets another's block.
+type pair struct {
+	ref Ref
+	key Key
+}
+
+func (p *pair) set(b []byte) {
+	copy(p.ref[:], b[:32])
+	copy(p.key[:], b[32:64])
+}
+
+// Reader reads ERIS content at random offsets, fetching only the blocks on
+// the path to the bytes asked for and verifying each one. It implements
+// io.ReaderAt, io.ReadSeeker and is safe for concurrent ReadAt calls (Read
+// and Seek share an offset and must not be called concurrently).
+type Reader struct {
+	ctx   context.Context
+	rc    ReadCapability
+	g     BlockGetter
+	nodes *NodeCache
+	conc  int
+	arity int
+	off   int64        // Read/Seek position
+	size  atomic.Int64 // -1 until known
+}
+
+// NewReader returns a Reader of the content of rc, fetching blocks from g.
+// It fetches nothing until read. ctx bounds the io.Reader and io.ReaderAt
+// methods; ReadAtContext and SizeContext take their own.
+func NewReader(ctx context.Context, rc ReadCapability, g BlockGetter) (*Reader, error) {
+	return NewReaderOptions(ctx, rc, g, ReaderOptions{})
+}
+
+// NewReaderOptions is NewReader with options.
+func NewReaderOptions(ctx context.Context, rc ReadCapability, g BlockGetter, opts ReaderOptions) (*Reader, error) {
+	if rc.IsZero() {
+		return nil, fmt.Errorf("eris: new reader: %w: zero capability", ErrMalformed)
+	}
+	if opts.Nodes == nil {
+		opts.Nodes = NewNodeCache(int64(2*(rc.Level()+1)) * int64(rc.BlockSize()))
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 16
+	}
+	r := &Reader{ctx: ctx, rc: rc, g: g, nodes: opts.Nodes, conc: opts.Concurrency, arity: rc.BlockSize() / 64}
+	r.size.Store(-1)
+	return r, nil
+}
+
+// Capability returns the capability the reader reads.
+func (r *Reader) Capability() ReadCapability { return r.rc }
+
+// corrupt returns an ErrCorrupt error about ref.
+func corrupt(ref Ref, format string, args ...any) error {
+	return &BlockError{Ref: ref, Err: fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, args...))}
+}
+
+// fetch gets, verifies and decrypts the block of p at level. Internal nodes
+// are checked against their key (the spec's Verify-Key: a node's key is its
+// hash, which catches manipulated keys and levels) and their layout.
+func (r *Reader) fetch(ctx context.Context, p pair, level int) ([]byte, error) {
+	if level > 0 {
+		if n, ok := r.nodes.c.Get(p); ok {
+			return n, nil
+		}
+	}
+	b, err := r.g.GetBlock(ctx, p.ref)
+	if err != nil {
+		var be *BlockError
+		if errors.As(err, &be) {
+			return nil, err
+		}
+		return nil, &BlockError{Ref: p.ref, Err: err}
+	}
+	// Getters verify at the edge, but a getter is an interface: a wrong
+	// length or hash here would be silent corruption, and hashing costs
+	// little next to decryption.
+	if len(b) != r.rc.BlockSize() {
+		return nil, corrupt(p.ref, "block of %d bytes, want %d", len(b), r.rc.BlockSize())
+	}
+	if RefOf(b) != p.ref {
+		return nil, corrupt(p.ref, "content does not hash to its reference")
+	}
+	xorBlock(b, b, &p.key, level)
+	if level == 0 {
+		return b, nil
+	}
+	if Key(blake2b.Sum256(b)) != p.key {
+		return nil, corrupt(p.ref, "internal node at level %d does not hash to its key (key or level manipulated)", level)
+	}
+	if err := checkNode(b); err != nil {
+		return nil, corrupt(p.ref, "invalid internal node at level %d: %v", level, err)
+	}
+	r.nodes.c.Add(p, b)
+	return b, nil
+}
+
+// checkNode enforces the node layout (spec §2.4): pairs up to the first zero
+// reference, then only zero bytes; at least one pair.
+func checkNode(n []byte) error {
+	var zero Ref
+	for i := 0; i < len(n); i += 64 {
+		if Ref(n[i:i+32]) != zero {
+			continue
+		}
+		if i == 0 {
+			return errors.New("no children")
+		}
+		for _, c := range n[i:] {
+			if c != 0 {
+				return fmt.Errorf("non-zero bytes after the last pair at offset %d", i)
+			}
+		}
+		return nil
+	}
+	return nil
+}
+
+// children returns how many pairs node n holds.
+func children(n []byte) int {
+	var zero Ref
+	for i := 0; i < len(n); i += 64 {
+		if Ref(n[i:i+32]) == zero {
+			return i / 64
+		}
+	}
+	return len(n) / 64
+}
+
+// leafInfo says where leaf i is and whether it is the last leaf.
+type leafInfo struct {
+	pair  pair
+	last  bool
+	found bool
+}
+
+// locate walks from the root to leaf i. Only the nodes on the path are
+// fetched; whether the leaf is the last one follows from the same nodes.
+func (r *Reader) locate(ctx context.Context, i int64) (leafInfo, error) {
+	level := r.rc.Level()
+	p := pair{ref: r.rc.Root(), key: r.rc.RootKey()}
+	if level == 0 {
+		return leafInfo{pair: p, last: true, found: i == 0}, nil
+	}
+	// digits of i in base arity, most significant first.
+	var digits [16]int
+	a := int64(r.arity)
+	rest := i
+	for l := 0; l < level; l++ {
+		digits[level-1-l] = int(rest % a)
+		rest /= a
+	}
+	if rest != 0 {
+		return leafInfo{}, nil // beyond what the tree can hold
+	}
+	rightmost := true // the path so far is the tree's right edge
+	for l := level; l >= 1; l-- {
+		node, err := r.fetch(ctx, p, l)
+		if err != nil {
+			return leafInfo{}, err
+		}
+		d := digits[level-l]
+		n := children(node)
+		if d >= n {
+			if !rightmost {
+				// A node off the right edge must be full: leaves
+				// are packed left to right (spec §2.3).
+				return leafInfo{}, corrupt(p.ref, "internal node at level %d has %d children but is not the rightmost", l, n)
+			}
+			return leafInfo{}, nil
+		}
+		if d < n-1 {
+			rightmost = false
+		}
+		p.set(node[d*64:])
+	}
+	return leafInfo{pair: p, last: rightmost, found: true}, nil
+}
+
+// unpad returns the length of the content in the last leaf (spec §2.2).
+func unpad(ref Ref, leaf []byte) (int, error) {
+	for i := len(leaf) - 1; i >= 0; i-- {
+		switch leaf[i] {
+		case 0:
+			continue
+		case 0x80:
+			return i, nil
+		default:
+			return 0, corrupt(ref, "invalid padding: byte 0x%02x at %d", leaf[i], i)
+		}
+	}
+	return 0, corrupt(ref, "invalid padding: no 0x80 marker in the last block")
+}
+
+// ReadAt implements io.ReaderAt with the reader's context.
+func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
+	return r.ReadAtContext(r.ctx, p, off)
+}
+
+// ReadAtContext reads len(p) bytes at off. A short read ends with io.EOF.
+// The leaves of one read are fetched concurrently.
+func (r *Reader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("eris: read at negative offset %d", off)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	bs := int64(r.rc.BlockSize())
+	first := off / bs
+	lastWanted := (off + int64(len(p)) - 1) / bs
+	type leafJob struct {
+		info leafInfo
+		dst  []byte // where this leaf's bytes go in p
+		skip int    // bytes of the leaf before dst
+	}
+	jobs := make([]leafJob, 0, lastWanted-first+1)
+	for i := first; i <= lastWanted; i++ {
+		info, err := r.locate(ctx, i)
+		if err != nil {
+			return 0, err
+		}
+		if !info.found {
+			break
+		}
+		start := i*bs - off
+		skip := 0
+		if start < 0 {
+			skip = int(-start)
+			start = 0
+		}
+		end := min(int64(len(p)), (i+1)*bs-off)
+		jobs = append(jobs, leafJob{info: info, dst: p[start:end], skip: skip})
+		if info.last {
+			break
+		}
+	}
+	if len(jobs) == 0 {
+		return 0, io.EOF
+	}
+	// got[k] is how many bytes job k delivered (less only for the last leaf).
+	got := make([]int, len(jobs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(r.conc)
+	for k, j := range jobs {
+		g.Go(func() error {
+			leaf, err := r.fetch(gctx, j.info.pair, 0)
+			if err != nil {
+				return err
+			}
+			valid := len(leaf)
+			if j.info.last {
+				if valid, err = unpad(j.info.pair.ref, leaf); err != nil {
+					return err
+				}
+			}
+			if j.skip < valid {
+				got[k] = copy(j.dst, leaf[j.skip:valid])
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for k, j := range jobs {
+		n += got[k]
+		if got[k] < len(j.dst) {
+			return n, io.EOF
+		}
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// Size returns the content length with the reader's context.
+func (r *Reader) Size() (int64, error) { return r.SizeContext(r.ctx) }
+
+// SizeContext returns the content length: it follows the rightmost path
+// of the tree (level nodes and the last leaf, spec "Random access" in our
+// notes) once and remembers the answer.
+func (r *Reader) SizeContext(ctx context.Context) (int64, error) {
+	if s := r.size.Load(); s >= 0 {
+		return s, nil
+	}
+	level := r.rc.Level()
+	p := pair{ref: r.rc.Root(), key: r.rc.RootKey()}
+	var index int64
+	for l := level; l >= 1; l-- {
+		node, err := r.fetch(ctx, p, l)
+		if err != nil {
+			return 0, err
+		}
+		n := children(node)
+		index = index*int64(r.arity) + int64(n-1)
+		p.set(node[(n-1)*64:])
+	}
+	leaf, err := r.fetch(ctx, p, 0)
+	if err != nil {
+		return 0, err
+	}
+	n, err := unpad(p.ref, leaf)
+	if err != nil {
+		return 0, err
+	}
+	size := index*int64(r.rc.BlockSize()) + int64(n)
+	r.size.Store(size)
+	return size, nil
+}
+
+// Read implements io.Reader.
+func (r *Reader) Read(p []byte) (int, error) {
+	n, err := r.ReadAt(p, r.off)
+	r.off += int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
+	}
+	return n, err
+}
+
+// Seek implements io.Seeker. Seeking relative to the end fetches the size.
+func (r *Reader) Seek(offset int64, whence int) (int64, error) {
+	var base int64
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		base = r.off
+	case io.SeekEnd:
+		size, err := r.Size()
+		if err != nil {
+			return r.off, err
+		}
+		base = size
+	default:
+		return r.off, fmt.Errorf("eris: seek: invalid whence %d", whence)
+	}
+	if base+offset < 0 {
+		return r.off, fmt.Errorf("eris: seek to negative offset %d", base+offset)
+	}
+	r.off = base + offset
+	return r.off, nil
+}
