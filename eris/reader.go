@@ -381,3 +381,63 @@ func (r *Reader) Seek(offset int64, whence int) (int64, error) {
 	r.off = base + offset
 	return r.off, nil
 }
+
+// writeToChunk is how much WriteTo asks of ReadAt at once: enough leaves to
+// keep a peer pool busy, little enough to bound memory (two chunks in flight).
+const writeToChunk = 2 << 20
+
+// WriteTo implements io.WriterTo: it streams the content from the current
+// offset to w, fetching the next chunk while the previous one is written.
+func (r *Reader) WriteTo(w io.Writer) (int64, error) {
+	ctx, cancel := context.WithCancel(r.ctx)
+	defer cancel()
+	type chunk struct {
+		buf []byte
+		n   int
+		err error
+	}
+	chunks := make(chan chunk, 1)
+	free := make(chan []byte, 2)
+	free <- make([]byte, writeToChunk)
+	free <- make([]byte, writeToChunk)
+	go func() {
+		defer close(chunks)
+		for off := r.off; ; {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-ctx.Done():
+				return
+			}
+			n, err := r.ReadAtContext(ctx, buf, off)
+			off += int64(n)
+			select {
+			case chunks <- chunk{buf, n, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	var total int64
+	for c := range chunks {
+		if c.n > 0 {
+			m, err := w.Write(c.buf[:c.n])
+			total += int64(m)
+			r.off += int64(m)
+			if err != nil {
+				return total, err
+			}
+		}
+		if c.err == io.EOF {
+			return total, nil
+		}
+		if c.err != nil {
+			return total, c.err
+		}
+		free <- c.buf
+	}
+	return total, ctx.Err()
+}

@@ -267,3 +267,41 @@ func TestContextCancelled(t *testing.T) {
 		t.Fatalf("Encode with cancelled context: %v", err)
 	}
 }
+
+func TestWriteTo(t *testing.T) {
+	for _, size := range []int64{0, 1, 5 << 20, 5<<20 + 777} {
+		content, rc, s := encodeRandom(t, size, eris.BlockSize32K, uint64(size)+5)
+		r, _ := eris.NewReader(context.Background(), rc, s)
+		r.Seek(min(size, 3), io.SeekStart)
+		var out bytes.Buffer
+		n, err := r.WriteTo(&out)
+		if err != nil || n != int64(out.Len()) || !bytes.Equal(out.Bytes(), content[min(size, 3):]) {
+			t.Fatalf("size %d: WriteTo = %d, %v; content equal: %v", size, n, err, bytes.Equal(out.Bytes(), content[min(size, 3):]))
+		}
+	}
+	// A corrupt block stops the stream with ErrCorrupt.
+	_, rc, s := encodeRandom(t, 5<<20, eris.BlockSize32K, 99)
+	s.Fault = func(ref eris.Ref, b []byte) ([]byte, error) { b[7] ^= 0x40; return b, nil }
+	r, _ := eris.NewReader(context.Background(), rc, s)
+	if _, err := r.WriteTo(io.Discard); !errors.Is(err, eris.ErrCorrupt) {
+		t.Fatalf("WriteTo over corrupt blocks: %v", err)
+	}
+}
+
+func TestWalk(t *testing.T) {
+	for _, size := range []int64{0, 5000, 300000} {
+		_, rc, s := encodeRandom(t, size, eris.BlockSize1K, 42)
+		seen := map[eris.Ref]bool{}
+		err := eris.Walk(context.Background(), rc, s, func(ref eris.Ref, level int) error {
+			seen[ref] = true
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Random content has no duplicate blocks: the walk sees them all.
+		if len(seen) != s.Len() {
+			t.Fatalf("size %d: walk saw %d blocks, store has %d", size, len(seen), s.Len())
+		}
+	}
+}
