@@ -1,0 +1,454 @@
+package erisfs
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"iter"
+	"slices"
+	"sort"
+	"strings"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+
+	"erismount/eris"
+)
+
+// Kind is what an entry of a tree is. ERIS-FS knows exactly these four
+// (ERIS-FS, "File System Objects"; Dolstra's thesis §5.2.1).
+type Kind uint8
+
+const (
+	Directory  Kind = iota + 1 // implied by the paths below it
+	Regular                    // a file, index type 0
+	Executable                 // a file with the executable bit, index type 1
+	Symlink                    // a symbolic link, index type 2
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Directory:
+		return "directory"
+	case Regular:
+		return "regular file"
+	case Executable:
+		return "executable file"
+	case Symlink:
+		return "symlink"
+	}
+	return fmt.Sprintf("Kind(%d)", uint8(k))
+}
+
+// IsFile reports whether k has content (Regular or Executable).
+func (k Kind) IsFile() bool { return k == Regular || k == Executable }
+
+// Entry is one node of a Tree: a directory, a file or a symlink. Entries
+// are immutable, except for a file's size, which is fetched once and then
+// remembered. Compare entries by pointer or by Ino.
+type Entry struct {
+	name     string
+	parent   *Entry
+	kind     Kind
+	ino      uint64
+	cap      eris.ReadCapability
+	target   string
+	children []*Entry     // sorted by name, directories only
+	size     atomic.Int64 // files: -1 until known
+}
+
+// Name is the last component of the entry's path; "" for the root.
+func (e *Entry) Name() string { return e.name }
+
+// Path is the slash-separated path from the root; "" for the root.
+func (e *Entry) Path() string {
+	if e.parent == nil {
+		return ""
+	}
+	n := 0
+	for p := e; p.parent != nil; p = p.parent {
+		n++
+	}
+	comps := make([]string, n)
+	for p := e; p.parent != nil; p = p.parent {
+		n--
+		comps[n] = p.name
+	}
+	return joinPath(comps)
+}
+
+// Kind is what the entry is.
+func (e *Entry) Kind() Kind { return e.kind }
+
+// IsDir reports whether the entry is a directory.
+func (e *Entry) IsDir() bool { return e.kind == Directory }
+
+// Ino is the entry's number, unique in its tree and the same for the same
+// tree on every Open: its position in the walk of the tree in sorted order,
+// directories before their contents, starting with 1 for the root. It is
+// usable as an inode number.
+func (e *Entry) Ino() uint64 { return e.ino }
+
+// Parent is the directory holding the entry; nil for the root.
+func (e *Entry) Parent() *Entry { return e.parent }
+
+// Capability is a file's content; the zero capability for the others.
+func (e *Entry) Capability() eris.ReadCapability { return e.cap }
+
+// Target is a symlink's target; "" for the others.
+func (e *Entry) Target() string { return e.target }
+
+// Mode is the entry's mode as a read-only file system shows it: files 0444,
+// executables 0555, directories 0555, symlinks 0777.
+func (e *Entry) Mode() fs.FileMode {
+	switch e.kind {
+	case Directory:
+		return fs.ModeDir | 0o555
+	case Executable:
+		return 0o555
+	case Symlink:
+		return fs.ModeSymlink | 0o777
+	}
+	return 0o444
+}
+
+// Len is the number of entries in a directory.
+func (e *Entry) Len() int { return len(e.children) }
+
+// Children returns a directory's entries sorted by name (bytewise), in a
+// new slice.
+func (e *Entry) Children() []*Entry { return slices.Clone(e.children) }
+
+// All yields a directory's entries sorted by name.
+func (e *Entry) All() iter.Seq[*Entry] {
+	return func(yield func(*Entry) bool) {
+		for _, c := range e.children {
+			if !yield(c) {
+				return
+			}
+		}
+	}
+}
+
+// Child returns the entry called name in a directory, or nil.
+func (e *Entry) Child(name string) *Entry {
+	i, ok := sort.Find(len(e.children), func(i int) int { return strings.Compare(name, e.children[i].name) })
+	if !ok {
+		return nil
+	}
+	return e.children[i]
+}
+
+// CachedSize returns the size if it is known without fetching: always for
+// directories (0) and symlinks (the target's length), for files once Size
+// has fetched it.
+func (e *Entry) CachedSize() (int64, bool) {
+	switch e.kind {
+	case Directory:
+		return 0, true
+	case Symlink:
+		return int64(len(e.target)), true
+	}
+	n := e.size.Load()
+	return n, n >= 0
+}
+
+// OpenOptions configure Open. The zero value is useful.
+type OpenOptions struct {
+	// Limits bound the index accepted; zero fields take the defaults.
+	Limits Limits
+	// Nodes caches the decrypted internal nodes of the index and of every
+	// file read through the tree; share one between the trees of a
+	// process. Nil gives the tree a cache of 8 MiB.
+	Nodes *eris.NodeCache
+	// Concurrency bounds the file sizes DirSizes fetches at once; 0 means 16.
+	Concurrency int
+	// AllowNonDeterministic accepts an index that is valid but not in the
+	// deterministic CBOR encoding. By default such an index is refused: the
+	// spec asks for deterministic CBOR, and a tree has exactly one index,
+	// so that its URN names it.
+	AllowNonDeterministic bool
+}
+
+// Tree is a decoded and validated ERIS-FS tree. It is immutable and safe
+// for concurrent use; file contents are read lazily through the block
+// getter it was opened with.
+type Tree struct {
+	rc        eris.ReadCapability
+	g         eris.BlockGetter
+	nodes     *eris.NodeCache
+	conc      int
+	root      *Entry
+	all       []*Entry // by Ino-1
+	indexSize int
+}
+
+// Open fetches and decodes the index of the tree rc (itself ERIS content)
+// from g, validates it, and returns the tree. Every block is verified by
+// the eris reader; a hostile or malformed index is refused with an error
+// matching ErrInvalidIndex or ErrLimit that names the offending path.
+func Open(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, opts OpenOptions) (*Tree, error) {
+	if opts.Nodes == nil {
+		opts.Nodes = eris.NewNodeCache(8 << 20)
+	}
+	limits := opts.Limits.withDefaults()
+	r, err := eris.NewReaderOptions(ctx, rc, g, eris.ReaderOptions{Nodes: opts.Nodes})
+	if err != nil {
+		return nil, fmt.Errorf("erisfs: open %s: %w", rc, err)
+	}
+	size, err := r.SizeContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("erisfs: open %s: index: %w", rc, err)
+	}
+	if size > limits.MaxIndexSize {
+		return nil, fmt.Errorf("erisfs: open %s: %w: index of %d bytes, limit %d", rc, ErrLimit, size, limits.MaxIndexSize)
+	}
+	data := make([]byte, size)
+	n, err := r.ReadAtContext(ctx, data, 0)
+	if n == len(data) {
+		err = nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("erisfs: open %s: read index: %w", rc, err)
+	}
+	t, err := parse(data, g, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", rc, err)
+	}
+	t.rc = rc
+	return t, nil
+}
+
+// parse builds a tree from index bytes.
+func parse(data []byte, g eris.BlockGetter, opts OpenOptions) (*Tree, error) {
+	strict := !opts.AllowNonDeterministic
+	c, err := newCodec(opts.Limits, strict)
+	if err != nil {
+		return nil, err
+	}
+	items, err := c.decode(data)
+	if err != nil {
+		return nil, err
+	}
+	root, all, err := build(items, c.limits)
+	if err != nil {
+		return nil, err
+	}
+	if strict {
+		if err := c.checkCanonical(data, items); err != nil {
+			return nil, err
+		}
+	}
+	if opts.Concurrency <= 0 {
+		opts.Concurrency = 16
+	}
+	return &Tree{g: g, nodes: opts.Nodes, conc: opts.Concurrency, root: root, all: all, indexSize: len(data)}, nil
+}
+
+// build turns items into entries, refusing duplicate paths and paths that
+// use a file as a directory. items is sorted in place.
+func build(items []item, l Limits) (*Entry, []*Entry, error) {
+	var all []*Entry
+	newEntry := func(name string, parent *Entry, kind Kind) (*Entry, error) {
+		if len(all) >= l.MaxEntries {
+			return nil, fmt.Errorf("erisfs: %w: more than %d entries, directories included", ErrLimit, l.MaxEntries)
+		}
+		e := &Entry{name: name, parent: parent, kind: kind, ino: uint64(len(all) + 1)}
+		e.size.Store(-1)
+		all = append(all, e)
+		if parent != nil {
+			parent.children = append(parent.children, e)
+		}
+		return e, nil
+	}
+	// A single-file tree: the empty path names the root itself (a store
+	// item that is one file or symlink). Anything beside it would make the
+	// root a directory as well.
+	for _, it := range items {
+		if len(it.path) == 0 {
+			if len(items) > 1 {
+				return nil, nil, invalid("", "an entry for the root itself (a single-file tree) beside %d other entries", len(items)-1)
+			}
+			root, _ := newEntry("", nil, it.kind)
+			root.cap, root.target = it.cap, it.target
+			return root, all, nil
+		}
+	}
+	root, _ := newEntry("", nil, Directory)
+	// In the order of component lists, a directory's entries follow it
+	// contiguously and sorted by name: the tree is built in one pass with a
+	// stack of open directories, and the entries are numbered in that walk.
+	slices.SortFunc(items, func(a, b item) int { return slices.Compare(a.path, b.path) })
+	stack := []*Entry{root} // stack[i] is the directory at depth i
+	var prev []string
+	for _, it := range items {
+		dir := it.path[:len(it.path)-1]
+		common := 0
+		for common < len(dir) && common < len(stack)-1 && stack[common+1].name == dir[common] {
+			common++
+		}
+		stack = stack[:common+1]
+		for _, name := range dir[common:] {
+			parent := stack[len(stack)-1]
+			if n := len(parent.children); n > 0 && parent.children[n-1].name == name {
+				// The sorted predecessor of this directory is an entry
+				// of the same name: a file used as a directory.
+				last := parent.children[n-1]
+				return nil, nil, invalid(last.Path(), "is a %v and also a directory (prefix of %q)", last.kind, joinPath(it.path))
+			}
+			d, err := newEntry(name, parent, Directory)
+			if err != nil {
+				return nil, nil, err
+			}
+			stack = append(stack, d)
+		}
+		parent := stack[len(stack)-1]
+		name := it.path[len(it.path)-1]
+		if slices.Equal(prev, it.path) {
+			return nil, nil, invalid(joinPath(it.path), "duplicate path")
+		}
+		if n := len(parent.children); n > 0 && parent.children[n-1].name == name {
+			return nil, nil, invalid(joinPath(it.path), "is a %v and also a directory", it.kind)
+		}
+		e, err := newEntry(name, parent, it.kind)
+		if err != nil {
+			return nil, nil, err
+		}
+		e.cap, e.target = it.cap, it.target
+		prev = it.path
+	}
+	return root, all, nil
+}
+
+// Capability is the read capability of the tree's index: its URN.
+func (t *Tree) Capability() eris.ReadCapability { return t.rc }
+
+// Root is the root entry: a directory, or for a single-file tree that file
+// or symlink.
+func (t *Tree) Root() *Entry { return t.root }
+
+// Len is the number of entries, root and directories included.
+func (t *Tree) Len() int { return len(t.all) }
+
+// IndexSize is the length of the encoded index in bytes.
+func (t *Tree) IndexSize() int { return t.indexSize }
+
+// ByIno returns the entry numbered ino, or nil.
+func (t *Tree) ByIno(ino uint64) *Entry {
+	if ino == 0 || ino > uint64(len(t.all)) {
+		return nil
+	}
+	return t.all[ino-1]
+}
+
+// All yields every entry in Ino order: a walk in sorted order, each
+// directory before its contents.
+func (t *Tree) All() iter.Seq[*Entry] {
+	return func(yield func(*Entry) bool) {
+		for _, e := range t.all {
+			if !yield(e) {
+				return
+			}
+		}
+	}
+}
+
+// Lookup returns the entry at a slash-separated path ("" or "." for the
+// root) without following symlinks. A missing path gives an error matching
+// fs.ErrNotExist.
+func (t *Tree) Lookup(path string) (*Entry, error) {
+	e := t.root
+	if path == "" || path == "." {
+		return e, nil
+	}
+	if !fs.ValidPath(path) {
+		return nil, &fs.PathError{Op: "lookup", Path: path, Err: fs.ErrInvalid}
+	}
+	for name := range strings.SplitSeq(path, "/") {
+		c := e.Child(name)
+		if c == nil {
+			return nil, &fs.PathError{Op: "lookup", Path: path, Err: fs.ErrNotExist}
+		}
+		e = c
+	}
+	return e, nil
+}
+
+// Open returns a reader of a file's content, sharing the tree's cache of
+// internal nodes. The reader fetches nothing until read.
+func (t *Tree) Open(ctx context.Context, e *Entry) (*eris.Reader, error) {
+	if !e.kind.IsFile() {
+		return nil, fmt.Errorf("erisfs: open %s: %w: is a %v", displayPath(e.Path()), fs.ErrInvalid, e.kind)
+	}
+	r, err := eris.NewReaderOptions(ctx, e.cap, t.g, eris.ReaderOptions{Nodes: t.nodes})
+	if err != nil {
+		return nil, fmt.Errorf("erisfs: open %s: %w", displayPath(e.Path()), err)
+	}
+	return r, nil
+}
+
+// Size returns the entry's size in bytes: for a file the length of its
+// content, which the index does not hold — it is fetched once from the
+// content (the rightmost path of its ERIS tree) and remembered; for a
+// symlink the target's length; 0 for a directory.
+func (t *Tree) Size(ctx context.Context, e *Entry) (int64, error) {
+	if n, ok := e.CachedSize(); ok {
+		return n, nil
+	}
+	r, err := t.Open(ctx, e)
+	if err != nil {
+		return 0, err
+	}
+	n, err := r.SizeContext(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("erisfs: size of %s: %w", displayPath(e.Path()), err)
+	}
+	e.size.Store(n)
+	return n, nil
+}
+
+// DirSizes returns the sizes of a directory's entries, in the order of
+// Children, fetching those not yet known concurrently (at most
+// OpenOptions.Concurrency at once).
+func (t *Tree) DirSizes(ctx context.Context, dir *Entry) ([]int64, error) {
+	sizes := make([]int64, len(dir.children))
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(t.conc)
+	for i, c := range dir.children {
+		if n, ok := c.CachedSize(); ok {
+			sizes[i] = n
+			continue
+		}
+		g.Go(func() error {
+			n, err := t.Size(ctx, c)
+			sizes[i] = n
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return sizes, nil
+}
+
+// ReadFile returns a file's whole content.
+func (t *Tree) ReadFile(ctx context.Context, e *Entry) ([]byte, error) {
+	n, err := t.Size(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	r, err := t.Open(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, n)
+	m, err := r.ReadAtContext(ctx, b, 0)
+	if m == len(b) && (err == nil || err == io.EOF) {
+		return b, nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return nil, fmt.Errorf("erisfs: read %s: %w", displayPath(e.Path()), err)
+}
