@@ -2,8 +2,8 @@ package erisfs
 
 import (
 	"bytes"
-	"errors"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
