@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"io"
+	"runtime"
+	"time"
 	"testing"
 
 	"golang.org/x/crypto/blake2b"
@@ -13,6 +15,31 @@ import (
 )
 
 var long = flag.Bool("long", false, "run the 1 GiB large-content check")
+
+// watchHeap samples the live heap until the returned function is called,
+// which returns the peak seen.
+func watchHeap() func() uint64 {
+	runtime.GC()
+	stop := make(chan struct{})
+	done := make(chan uint64)
+	go func() {
+		var peak uint64
+		var ms runtime.MemStats
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapAlloc)
+			select {
+			case <-stop:
+				done <- peak
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() uint64 { close(stop); return <-done }
+}
 
 // keystream is the spec's large-content generator: the ChaCha20 keystream
 // (null nonce) under the key Blake2b-256(name), size bytes long. The URNs
@@ -73,10 +100,18 @@ func TestLargeContent(t *testing.T) {
 			if testing.Short() {
 				t.Skip("large content skipped in -short mode")
 			}
+			peak := watchHeap()
 			rc, st, err := eris.EncodeStats(context.Background(), newKeystream(c.name, c.size), discard{},
 				eris.EncodeOptions{BlockSize: c.blockSize})
+			heap := peak()
 			if err != nil {
 				t.Fatal(err)
+			}
+			// Memory is bounded by the window of batches and one node per
+			// level, not by the content: far below the content size.
+			t.Logf("peak heap while encoding %d MiB: %.1f MiB", c.size>>20, float64(heap)/(1<<20))
+			if heap > 64<<20 {
+				t.Errorf("peak heap %d MiB while encoding %d MiB: memory is not bounded", heap>>20, c.size>>20)
 			}
 			if rc.URN() != c.urn {
 				t.Errorf("URN\n got %s\nwant %s", rc.URN(), c.urn)
