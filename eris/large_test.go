@@ -5,8 +5,8 @@ import (
 	"flag"
 	"io"
 	"runtime"
-	"time"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/blake2b"
 	"golang.org/x/crypto/chacha20"
