@@ -101,8 +101,8 @@ func Parse(raw []byte) (*Narinfo, error) {
 }
 
 type fieldParser struct {
-	n      *Narinfo
-	single map[string]string // single-valued fields seen, by name
+	n                          *Narinfo
+	single                     map[string]string // single-valued fields seen, by name
 	urls, comps, sizes, hashes []string
 }
 
