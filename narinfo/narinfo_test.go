@@ -240,7 +240,9 @@ func TestParseAccepts(t *testing.T) {
 		{"value keeps trailing blanks", base + "System: x86_64-linux  \n", func(n *narinfo.Narinfo) bool { return n.System == "x86_64-linux  " }},
 		{"Nix sigs", base + "Sig: cache.example.org-1:AAAA\nSig: other:BBBB\n", func(n *narinfo.Narinfo) bool { return len(n.Sigs) == 2 }},
 		{"hex NarHash", strings.Replace(base, "sha256:04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw", "sha256:1c37d01af40be2e80691de3cc3df44377a699afbb17c68f080964b2fd071fc13", 1),
-			func(n *narinfo.Narinfo) bool { return n.NarHash.Nix32() == "04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw" }},
+			func(n *narinfo.Narinfo) bool {
+				return n.NarHash.Nix32() == "04zwf782yjwnh3q6hz5izfd6jyip8kgw6g6yj43fiqhbyhdd0dqw"
+			}},
 		{"references split on blanks", strings.Replace(base, "References: ", "References: 0q7pcz9hnscl1x29v4nws03i2ii5c8vc-a  1h9kqc2m3vrm8yfdab3lw9ajxgg9xjr5-b", 1),
 			func(n *narinfo.Narinfo) bool { return len(n.References) == 2 }},
 	}
