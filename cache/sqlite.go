@@ -1,0 +1,697 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mattn/go-sqlite3"
+	"golang.org/x/sync/semaphore"
+
+	"erismount/eris"
+)
+
+// Unlimited, as SQLiteOptions.SoftQuota or HardCap, turns the limit off.
+const Unlimited = -1
+
+// DefaultSoftQuota is the soft quota of a zero SQLiteOptions.
+const DefaultSoftQuota = 10 << 30
+
+// SQLiteOptions configure OpenSQLite. The zero value is a cache of
+// DefaultSoftQuota with a hard cap a quarter above it.
+type SQLiteOptions struct {
+	// SoftQuota is how many bytes of blocks the store keeps: after each
+	// write batch, least recently used unpinned blocks are evicted down to
+	// it. 0 means DefaultSoftQuota; Unlimited (negative) never evicts, as a
+	// store that is the content of a server must not.
+	SoftQuota int64
+	// HardCap is never exceeded: a put that would pass it evicts unpinned
+	// blocks first and fails with ErrFull if that is not enough (when
+	// pinned blocks fill the store). 0 means SoftQuota + SoftQuota/4, or
+	// Unlimited when SoftQuota is; Unlimited turns the cap off.
+	HardCap int64
+	// MaxBatch bounds the blocks written per transaction; 0 means 1000.
+	MaxBatch int
+	// MaxPending bounds the bytes of accepted puts not yet committed;
+	// PutBlock waits beyond it. 0 means 64 MiB.
+	MaxPending int64
+	// TouchInterval is how often access times of blocks that were read
+	// are written, in one transaction; 0 means 2 s. Writes of blocks also
+	// write the access times gathered so far.
+	TouchInterval time.Duration
+	// ReadConns bounds concurrent reads; 0 means 4.
+	ReadConns int
+	// MmapSize is SQLite's mmap_size per connection; 0 means 256 MiB and
+	// Unlimited turns memory mapping off.
+	MmapSize int64
+	// Logger receives damage, eviction and write failures; nil discards.
+	Logger *slog.Logger
+}
+
+func (o *SQLiteOptions) fill() error {
+	if o.SoftQuota == 0 {
+		o.SoftQuota = DefaultSoftQuota
+	}
+	if o.SoftQuota < 0 {
+		o.SoftQuota = Unlimited
+	}
+	if o.HardCap == 0 {
+		o.HardCap = Unlimited
+		if o.SoftQuota != Unlimited {
+			o.HardCap = o.SoftQuota + o.SoftQuota/4
+		}
+	}
+	if o.HardCap < 0 {
+		o.HardCap = Unlimited
+	}
+	if o.HardCap != Unlimited && (o.SoftQuota == Unlimited || o.SoftQuota > o.HardCap) {
+		return fmt.Errorf("soft quota %d above hard cap %d", o.SoftQuota, o.HardCap)
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 1000
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = 64 << 20
+	}
+	o.MaxPending = max(o.MaxPending, eris.BlockSize32K)
+	if o.TouchInterval <= 0 {
+		o.TouchInterval = 2 * time.Second
+	}
+	if o.ReadConns <= 0 {
+		o.ReadConns = 4
+	}
+	switch {
+	case o.MmapSize == 0:
+		o.MmapSize = 256 << 20
+	case o.MmapSize < 0:
+		o.MmapSize = 0
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// SQLite is a persistent block store in one SQLite file (WAL mode). Reads
+// run concurrently on a pool of connections; every write goes through one
+// writer goroutine that commits many operations per transaction. Blocks
+// read back are verified against their reference: a damaged copy is
+// deleted and reported as missing (ErrDamaged, eris.ErrNotFound), never
+// returned. See doc.go for quotas, pins and crash safety.
+type SQLite struct {
+	path string
+	opts SQLiteOptions
+	log  *slog.Logger
+
+	wdb   *sql.DB
+	wconn *sql.Conn // the writer's; used by the writer goroutine only
+	wst   writeStmts
+	rdb   *sql.DB
+	get   *sql.Stmt
+	has   *sql.Stmt
+
+	room  *semaphore.Weighted // bytes of pending puts
+	clock atomic.Int64        // access order: larger is more recent
+	wake  chan struct{}
+	stop  chan struct{}
+	exit  chan struct{}
+
+	mu           sync.Mutex
+	closed       bool
+	queue        []op
+	seq, done    uint64        // last op enqueued, last op finished
+	doneCh       chan struct{} // closed and replaced whenever done advances
+	pending      map[eris.Ref]pendingPut
+	pendingBytes int64
+	stored       int64 // bytes in the file after the last commit
+	touched      map[eris.Ref]int64
+	writeErr     error // first write failure since the last Flush
+	writeErrs    int
+	mounts       map[*Pin]struct{} // mount pins to drop on Close
+
+	evicted, damaged, rejected, commits, failed atomic.Int64
+}
+
+var _ eris.BlockStore = (*SQLite)(nil)
+
+type pendingPut struct {
+	data []byte
+	seq  uint64
+}
+
+// OpenSQLite opens the block store at path, creating it (and its directory)
+// if needed, migrating an older schema and dropping mount pins whose process
+// is gone. Errors name the file and what is wrong with it.
+func OpenSQLite(path string, opts SQLiteOptions) (*SQLite, error) {
+	s, err := openSQLite(path, opts)
+	if err != nil {
+		return nil, fmt.Errorf("cache: open %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func openSQLite(path string, opts SQLiteOptions) (_ *SQLite, err error) {
+	if path == "" {
+		return nil, errors.New("empty path")
+	}
+	if err := opts.fill(); err != nil {
+		return nil, err
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := prepareFile(abs); err != nil {
+		return nil, err
+	}
+	s := &SQLite{
+		path:    path,
+		opts:    opts,
+		log:     opts.Logger.With("store", path),
+		room:    semaphore.NewWeighted(opts.MaxPending),
+		wake:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		exit:    make(chan struct{}),
+		doneCh:  make(chan struct{}),
+		pending: make(map[eris.Ref]pendingPut),
+		touched: make(map[eris.Ref]int64),
+		mounts:  make(map[*Pin]struct{}),
+	}
+	defer func() {
+		if err != nil {
+			s.closeDB()
+		}
+	}()
+	ctx := context.Background()
+	mmap := fmt.Sprintf("PRAGMA mmap_size = %d", opts.MmapSize)
+	// page_size only takes effect on a new, empty file, before WAL mode
+	// writes the header.
+	s.wdb = openDB(abs, "_mutex=no&_busy_timeout=10000", fmt.Sprintf("PRAGMA page_size = %d", pageSize),
+		"PRAGMA journal_mode = WAL", "PRAGMA journal_size_limit = 67108864", mmap)
+	s.wdb.SetMaxOpenConns(1)
+	if s.wconn, err = s.wdb.Conn(ctx); err != nil {
+		return nil, err
+	}
+	var mode string
+	if err := s.wconn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return nil, err
+	}
+	if mode != "wal" {
+		return nil, fmt.Errorf("journal mode is %q, want wal (is the file system read-only?)", mode)
+	}
+	if err := migrate(ctx, s.wconn, schemaVersion); err != nil {
+		return nil, err
+	}
+	if err := s.wst.prepare(ctx, s.wconn); err != nil {
+		return nil, err
+	}
+	s.rdb = openDB(abs, "_mutex=no&_busy_timeout=10000&_query_only=1", mmap)
+	s.rdb.SetMaxOpenConns(opts.ReadConns)
+	s.rdb.SetMaxIdleConns(opts.ReadConns) // reopening runs the pragmas again
+	if s.get, err = s.rdb.PrepareContext(ctx, `SELECT d.bytes FROM blocks b JOIN data d ON d.id = b.id WHERE b.ref = ?`); err != nil {
+		return nil, err
+	}
+	if s.has, err = s.rdb.PrepareContext(ctx, `SELECT 1 FROM blocks WHERE ref = ?`); err != nil {
+		return nil, err
+	}
+	var clock int64
+	err = s.wconn.QueryRowContext(ctx, `SELECT coalesce(max(atime), 0), (SELECT bytes FROM totals) FROM blocks`).Scan(&clock, &s.stored)
+	if err != nil {
+		return nil, err
+	}
+	s.clock.Store(clock)
+	if err := s.dropStalePins(ctx); err != nil {
+		return nil, fmt.Errorf("drop stale mount pins: %w", err)
+	}
+	go s.run()
+	return s, nil
+}
+
+// prepareFile creates the directory and, for a new store, an empty file
+// readable by its owner only: pins hold read capabilities, and SQLite gives
+// its -wal and -shm files the mode of the database file.
+func prepareFile(path string) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create directory %s: %w", dir, unwrapPath(err))
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case err == nil && fi.IsDir():
+		return errors.New("is a directory, not an SQLite file")
+	case err == nil && !fi.Mode().IsRegular():
+		return fmt.Errorf("is not a regular file (%s)", fi.Mode().Type())
+	case errors.Is(err, fs.ErrNotExist):
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("create: %w", unwrapPath(err))
+		}
+		if f != nil {
+			return f.Close()
+		}
+		return nil
+	case err != nil:
+		return unwrapPath(err)
+	}
+	// An existing file must at least be readable and writable by us; the
+	// check gives a plainer message than SQLite's "unable to open".
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return unwrapPath(err)
+	}
+	return f.Close()
+}
+
+// unwrapPath drops the path from an *fs.PathError: the caller names it.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
+	}
+	return err
+}
+
+// openDB returns a pool of connections to the file at the absolute path
+// abs; pragmas run on each new connection. database/sql closes the
+// connector with the pool.
+func openDB(abs, params string, pragmas ...string) *sql.DB {
+	drv := &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
+		for _, p := range pragmas {
+			if _, err := c.Exec(p, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	}}
+	// A URI filename, so that '?' and '#' in a path cannot be taken for
+	// parameters (sqlite.org/uri.html).
+	uri := "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(abs) + "?" + params
+	return sql.OpenDB(connector{drv: drv, dsn: uri})
+}
+
+type connector struct {
+	drv *sqlite3.SQLiteDriver
+	dsn string
+}
+
+func (c connector) Connect(context.Context) (driver.Conn, error) { return c.drv.Open(c.dsn) }
+func (c connector) Driver() driver.Driver                        { return c.drv }
+
+// Path is the file the store was opened from.
+func (s *SQLite) Path() string { return s.path }
+
+// GetBlock returns the block, verified against ref, or an error matching
+// eris.ErrNotFound. A damaged copy is deleted and reported as missing (the
+// error also matches ErrDamaged). Blocks accepted by PutBlock are returned
+// before they are committed.
+func (s *SQLite) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, s.closedError("get", ref)
+	}
+	if p, ok := s.pending[ref]; ok {
+		b := bytes.Clone(p.data)
+		s.mu.Unlock()
+		return b, nil
+	}
+	s.mu.Unlock()
+	var b []byte
+	switch err := s.get.QueryRowContext(ctx, ref[:]).Scan(&b); {
+	case errors.Is(err, sql.ErrNoRows):
+		return nil, eris.NotFound(ref)
+	case err != nil:
+		return nil, fmt.Errorf("cache: get block %s from %s: %w", ref, s.path, err)
+	}
+	if err := ref.Verify(b); err != nil {
+		return nil, s.damage(ref, err)
+	}
+	s.touch(ref)
+	return b, nil
+}
+
+// damage deletes a stored copy that failed verification and returns the
+// error GetBlock gives for it.
+func (s *SQLite) damage(ref eris.Ref, verr error) error {
+	s.damaged.Add(1)
+	s.log.Error("damaged block deleted from the cache", "ref", ref, "err", verr)
+	s.enqueue(op{kind: opDelete, ref: ref})
+	return &eris.BlockError{Ref: ref, Err: fmt.Errorf("%w, %w in %s and deleted: %v", eris.ErrNotFound, ErrDamaged, s.path, verr)}
+}
+
+// touch records that ref was read; the writer stores access times in
+// batches.
+func (s *SQLite) touch(ref eris.Ref) {
+	t := s.clock.Add(1)
+	s.mu.Lock()
+	s.touched[ref] = t
+	n := len(s.touched)
+	s.mu.Unlock()
+	if n >= 4*s.opts.MaxBatch {
+		s.wakeWriter()
+	}
+}
+
+// Has reports whether the block is stored (or accepted for storing),
+// without reading or verifying it.
+func (s *SQLite) Has(ctx context.Context, ref eris.Ref) (bool, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return false, s.closedError("has", ref)
+	}
+	_, ok := s.pending[ref]
+	s.mu.Unlock()
+	if ok {
+		return true, nil
+	}
+	ok, err := s.hasStored(ctx, ref)
+	if err != nil {
+		return false, fmt.Errorf("cache: has block %s in %s: %w", ref, s.path, err)
+	}
+	return ok, nil
+}
+
+func (s *SQLite) hasStored(ctx context.Context, ref eris.Ref) (bool, error) {
+	var one int
+	err := s.has.QueryRowContext(ctx, ref[:]).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// PutBlock accepts a copy of block for storing and returns; the writer
+// commits it with others in one transaction (Flush waits for that). It
+// trusts ref (eris.BlockPutter: the caller computed it) but refuses sizes
+// that are not ERIS block sizes; reads verify. PutBlock waits while
+// SQLiteOptions.MaxPending bytes are uncommitted, and fails with ErrFull
+// when the hard cap leaves no room.
+func (s *SQLite) PutBlock(ctx context.Context, ref eris.Ref, block []byte) error {
+	if err := checkSize(ref, block); err != nil {
+		return fmt.Errorf("cache: put in %s: %w", s.path, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	n := int64(len(block))
+	if s.isPending(ref) {
+		return nil
+	}
+	if err := s.room.Acquire(ctx, n); err != nil {
+		return err
+	}
+	if err := s.fit(ctx, ref, n); err != nil {
+		s.room.Release(n)
+		if errors.Is(err, errStored) {
+			return nil
+		}
+		return err
+	}
+	data := bytes.Clone(block)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.room.Release(n)
+		return s.closedError("put", ref)
+	}
+	if _, ok := s.pending[ref]; ok {
+		s.mu.Unlock()
+		s.room.Release(n)
+		return nil
+	}
+	seq := s.enqueueLocked(op{kind: opPut, ref: ref, data: data})
+	s.pending[ref] = pendingPut{data: data, seq: seq}
+	s.pendingBytes += n
+	s.mu.Unlock()
+	s.wakeWriter()
+	return nil
+}
+
+func (s *SQLite) isPending(ref eris.Ref) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.pending[ref]
+	return ok
+}
+
+// errStored tells PutBlock that the block is already in the file.
+var errStored = errors.New("already stored")
+
+// fit makes room for n more bytes under the hard cap. The common case is a
+// comparison with the bytes stored at the last commit; near the cap it asks
+// the writer to evict and looks again. ErrFull here means that every block
+// left is pinned. Puts accepted but not yet committed are not counted: the
+// writer enforces the cap again as it inserts, evicting or refusing (the
+// refusal is then reported by Flush).
+func (s *SQLite) fit(ctx context.Context, ref eris.Ref, n int64) error {
+	hard := s.opts.HardCap
+	stored := func() int64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.stored
+	}
+	if hard == Unlimited || stored()+n <= hard {
+		return nil
+	}
+	if ok, err := s.hasStored(ctx, ref); err == nil && ok {
+		return errStored
+	}
+	if err := s.sync(ctx, op{kind: opEvict, target: hard - n}); err != nil {
+		return fmt.Errorf("cache: put block %s in %s: make room: %w", ref, s.path, err)
+	}
+	if st := stored(); st+n > hard {
+		s.rejected.Add(1)
+		return &eris.BlockError{Ref: ref, Err: fmt.Errorf("%w: %s holds %d bytes of pinned blocks; its hard cap of %d bytes leaves no room for %d more",
+			ErrFull, s.path, st, hard, n)}
+	}
+	return nil
+}
+
+// Delete removes a block and waits until the removal is committed. It is
+// not an error if the block is absent. Pins keep their tag, so a block
+// fetched again is pinned again.
+func (s *SQLite) Delete(ctx context.Context, ref eris.Ref) error {
+	if err := s.sync(ctx, op{kind: opDelete, ref: ref}); err != nil {
+		return fmt.Errorf("cache: delete block %s from %s: %w", ref, s.path, err)
+	}
+	return nil
+}
+
+// Flush waits until every put accepted so far is committed, and returns
+// the first write failure since the previous Flush (a failed transaction
+// loses its blocks; later writes are unaffected). Access times gathered so
+// far are written too.
+func (s *SQLite) Flush(ctx context.Context) error {
+	if err := s.sync(ctx, op{kind: opBarrier}); err != nil {
+		return fmt.Errorf("cache: flush %s: %w", s.path, err)
+	}
+	s.mu.Lock()
+	err, n := s.writeErr, s.writeErrs
+	s.writeErr, s.writeErrs = nil, 0
+	s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("cache: flush %s: %d writes failed, the first: %w", s.path, n, err)
+	}
+	return nil
+}
+
+// Close drops this process's mount pins, commits what was accepted, stops
+// the writer and closes the file. It returns write failures not yet
+// reported by Flush.
+func (s *SQLite) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	mounts := make([]*Pin, 0, len(s.mounts))
+	for p := range s.mounts {
+		mounts = append(mounts, p)
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, p := range mounts {
+		errs = append(errs, p.Release(context.Background()))
+	}
+	errs = append(errs, s.Flush(context.Background()))
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	close(s.stop)
+	<-s.exit
+	errs = append(errs, s.closeDB())
+	return errors.Join(errs...)
+}
+
+func (s *SQLite) closeDB() error {
+	var errs []error
+	for _, st := range []*sql.Stmt{s.get, s.has} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	errs = append(errs, s.wst.close())
+	if s.wconn != nil {
+		errs = append(errs, s.wconn.Close())
+	}
+	for _, db := range []*sql.DB{s.wdb, s.rdb} {
+		if db != nil {
+			errs = append(errs, db.Close())
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("cache: close %s: %w", s.path, err)
+	}
+	return nil
+}
+
+func (s *SQLite) closedError(what string, ref eris.Ref) error {
+	return &eris.BlockError{Ref: ref, Err: fmt.Errorf("%s in %s: %w", what, s.path, ErrClosed)}
+}
+
+// SQLiteStats describe a store. Blocks, Bytes and the pin figures are read
+// from the file, so they include other processes' writes; the counters
+// count this process's work since OpenSQLite.
+type SQLiteStats struct {
+	Path          string
+	Blocks, Bytes int64 // committed
+	PendingBlocks int64 // accepted, not yet committed
+	PendingBytes  int64
+	SoftQuota     int64 // Unlimited if none
+	HardCap       int64 // Unlimited if none
+	Pins          int64 // pins of both kinds
+	PinnedBlocks  int64 // stored blocks kept by at least one pin
+	PinnedBytes   int64
+	Evicted       int64 // blocks evicted
+	Damaged       int64 // blocks found damaged and deleted
+	Rejected      int64 // puts refused with ErrFull
+	Commits       int64 // write transactions committed
+	FailedCommits int64 // write transactions rolled back
+}
+
+// Stats reads the store's figures. It costs a scan of the pinned
+// references; call it for status and metrics, not per block.
+func (s *SQLite) Stats(ctx context.Context) (SQLiteStats, error) {
+	st := SQLiteStats{
+		Path:      s.path,
+		SoftQuota: s.opts.SoftQuota,
+		HardCap:   s.opts.HardCap,
+		Evicted:   s.evicted.Load(),
+		Damaged:   s.damaged.Load(),
+		Rejected:  s.rejected.Load(),
+		Commits:   s.commits.Load(),
+
+		FailedCommits: s.failed.Load(),
+	}
+	s.mu.Lock()
+	st.PendingBlocks, st.PendingBytes = int64(len(s.pending)), s.pendingBytes
+	s.mu.Unlock()
+	err := s.rdb.QueryRowContext(ctx, `SELECT blocks, bytes, (SELECT count(*) FROM pins),
+		(SELECT count(*) FROM (SELECT DISTINCT ref FROM pinned) p JOIN blocks b ON b.ref = p.ref),
+		(SELECT coalesce(sum(b.size), 0) FROM (SELECT DISTINCT ref FROM pinned) p JOIN blocks b ON b.ref = p.ref)
+		FROM totals`).Scan(&st.Blocks, &st.Bytes, &st.Pins, &st.PinnedBlocks, &st.PinnedBytes)
+	if err != nil {
+		return st, fmt.Errorf("cache: stats of %s: %w", s.path, err)
+	}
+	return st, nil
+}
+
+// CheckResult is what Check found.
+type CheckResult struct {
+	Blocks, Bytes int64 // blocks that verified
+	Damaged       int64 // blocks whose bytes did not hash to their reference (deleted)
+	Missing       int64 // block rows without bytes (deleted)
+}
+
+// Check runs SQLite's integrity check, verifies every stored block against
+// its reference, deletes the damaged ones, and compares the size totals
+// with a recount. It reads the whole file: for repair and tests, not for
+// routine use. A failed integrity check or wrong totals are errors.
+func (s *SQLite) Check(ctx context.Context) (CheckResult, error) {
+	var res CheckResult
+	fail := func(err error) (CheckResult, error) {
+		return res, fmt.Errorf("cache: check %s: %w", s.path, err)
+	}
+	rows, err := s.rdb.QueryContext(ctx, "PRAGMA integrity_check")
+	if err != nil {
+		return fail(err)
+	}
+	var msgs []string
+	for rows.Next() {
+		var m string
+		if err := rows.Scan(&m); err != nil {
+			rows.Close()
+			return fail(err)
+		}
+		msgs = append(msgs, m)
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return fail(err)
+	}
+	if len(msgs) != 1 || msgs[0] != "ok" {
+		return fail(fmt.Errorf("integrity check: %s", strings.Join(msgs, "; ")))
+	}
+	rows, err = s.rdb.QueryContext(ctx, `SELECT b.ref, b.size, d.bytes FROM blocks b LEFT JOIN data d ON d.id = b.id`)
+	if err != nil {
+		return fail(err)
+	}
+	var bad []eris.Ref
+	for rows.Next() {
+		var (
+			r    []byte
+			size int64
+			b    []byte
+		)
+		if err := rows.Scan(&r, &size, &b); err != nil {
+			rows.Close()
+			return fail(err)
+		}
+		ref, err := eris.RefFromBytes(r)
+		if err != nil {
+			rows.Close()
+			return fail(err)
+		}
+		switch {
+		case b == nil:
+			res.Missing++
+			bad = append(bad, ref)
+		case ref.Verify(b) != nil || int64(len(b)) != size:
+			res.Damaged++
+			bad = append(bad, ref)
+		default:
+			res.Blocks++
+			res.Bytes += size
+		}
+	}
+	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+		return fail(err)
+	}
+	for _, ref := range bad {
+		s.log.Error("damaged block deleted from the cache", "ref", ref, "by", "check")
+		if err := s.Delete(ctx, ref); err != nil {
+			return res, err
+		}
+	}
+	s.damaged.Add(res.Damaged + res.Missing)
+	var blocks, byts, count, sum int64
+	err = s.rdb.QueryRowContext(ctx, `SELECT blocks, bytes, (SELECT count(*) FROM blocks), (SELECT coalesce(sum(size), 0) FROM blocks) FROM totals`).Scan(&blocks, &byts, &count, &sum)
+	if err != nil {
+		return fail(err)
+	}
+	if blocks != count || byts != sum {
+		return fail(fmt.Errorf("totals say %d blocks of %d bytes, the table holds %d of %d", blocks, byts, count, sum))
+	}
+	return res, nil
+}
