@@ -178,3 +178,6 @@ func (k *PrivateKey) SignatureField(signed []byte, host string) string {
 	sig := k.SignDigest(sha256.Sum256(signed))
 	return "1;" + host + ";" + base64.StdEncoding.EncodeToString(sig.Advanced())
 }
+
+// ExitCode makes a command exit with 4 (verification failed).
+func (e *VerifyError) ExitCode() int { return 4 }
