@@ -42,6 +42,20 @@ func publish(t *testing.T, src string) *published {
 	return p
 }
 
+// clonePeer returns another peer holding the same blocks.
+func (p *published) clonePeer(t *testing.T) *eristest.Store {
+	t.Helper()
+	c := eristest.NewStore()
+	for _, ref := range p.peer.Refs() {
+		b, err := p.peer.GetBlock(context.Background(), ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.PutBlock(context.Background(), ref, b)
+	}
+	return c
+}
+
 // sign writes, signs and parses back a narinfo for the item.
 func (p *published) sign(t *testing.T, sum nar.Sum, rc eris.ReadCapability) *narinfo.Narinfo {
 	t.Helper()
@@ -91,11 +105,7 @@ func TestCopyInERIS(t *testing.T) {
 		}
 	})
 	t.Run("corrupting peer", func(t *testing.T) {
-		liar := eristest.NewStore()
-		for _, ref := range p.peer.Refs() {
-			b, _ := p.peer.GetBlock(ctx, ref)
-			liar.PutBlock(ctx, ref, b)
-		}
+		liar := p.clonePeer(t)
 		// Leave the index intact, flip a byte in every other block: the
 		// tree opens, a file read fails verification.
 		index := map[eris.Ref]bool{}
@@ -118,11 +128,7 @@ func TestCopyInERIS(t *testing.T) {
 		}
 	})
 	t.Run("corrupting peer, index too", func(t *testing.T) {
-		liar := eristest.NewStore()
-		for _, ref := range p.peer.Refs() {
-			b, _ := p.peer.GetBlock(ctx, ref)
-			liar.PutBlock(ctx, ref, b)
-		}
+		liar := p.clonePeer(t)
 		liar.Fault = func(ref eris.Ref, b []byte) ([]byte, error) { b[0] ^= 1; return b, nil }
 		store := scratchStore(t)
 		err := narinfo.CopyInERIS(ctx, p.n, p.acl, emptyCache(liar), store, narinfo.CopyInOptions{})
