@@ -1,0 +1,170 @@
+package fusefs_test
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"erismount/eris"
+	"erismount/fusefs"
+	"erismount/tests/testenv"
+)
+
+// TestLazy: reading one small file of a large tree fetches the tree's
+// index and that file's blocks, nothing else. The counting getter under
+// the tree proves it; the read amplification (bytes fetched / bytes read)
+// is logged.
+func TestLazy(t *testing.T) {
+	testenv.RequireFUSE(t)
+	ctx := context.Background()
+	spec := testenv.Wide(10, 100, 3000) // 1000 files of 3000 bytes, and a 4 MiB one
+	p := publish(t, spec)
+	index, err := testenv.ContentRefs(ctx, p.rc, p.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	atOpen, blocksAtOpen := p.count.Bytes(), p.count.Blocks()
+	srv := testenv.Mount(t, p.tree, fusefs.Options{})
+
+	const name = "d003/f0042"
+	e, _ := p.tree.Lookup(name)
+	fileRefs, err := testenv.ContentRefs(ctx, e.Capability(), p.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(srv.Dir(), name))
+	if err != nil || !bytes.Equal(got, spec[name].Content) {
+		t.Fatalf("read %s: %d bytes, %v", name, len(got), err)
+	}
+	fetched := p.count.Refs()
+	for ref := range fetched {
+		if !index[ref] && !fileRefs[ref] {
+			t.Errorf("fetched block %s, which is neither the index's nor %s's", ref.Str(), name)
+		}
+	}
+	for ref := range fileRefs {
+		if fetched[ref] == 0 {
+			t.Errorf("block %s of %s not fetched, yet the read succeeded", ref.Str(), name)
+		}
+	}
+	read := int64(len(got))
+	t.Logf("tree of %d files, %d bytes, index %d bytes in %d blocks", len(spec), spec.Bytes(), p.tree.IndexSize(), len(index))
+	t.Logf("opening the tree fetched %d bytes in %d blocks; reading %s (%d bytes) fetched %d bytes in %d blocks: amplification %.2f for the file, %.2f with the index",
+		atOpen, blocksAtOpen, name, read, p.count.Bytes()-atOpen, p.count.Blocks()-blocksAtOpen,
+		float64(p.count.Bytes()-atOpen)/float64(read), float64(p.count.Bytes())/float64(read))
+}
+
+// TestLazyRange: reading 64 KiB from the middle of a 4 MiB file fetches
+// only blocks of that file (kernel readahead included), and far fewer
+// than the whole file.
+func TestLazyRange(t *testing.T) {
+	testenv.RequireFUSE(t)
+	ctx := context.Background()
+	spec := testenv.Wide(2, 10, 3000)
+	p := publish(t, spec)
+	srv := testenv.Mount(t, p.tree, fusefs.Options{})
+	e, _ := p.tree.Lookup("big/blob")
+	fileRefs, err := testenv.ContentRefs(ctx, e.Capability(), p.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(srv.Dir(), "big/blob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p.count.Reset()
+	buf := make([]byte, 64<<10)
+	const off = 2<<20 + 12345
+	if _, err := f.ReadAt(buf, off); err != nil || !bytes.Equal(buf, spec["big/blob"].Content[off:off+len(buf)]) {
+		t.Fatalf("ReadAt: %v", err)
+	}
+	for ref := range p.count.Refs() {
+		if !fileRefs[ref] {
+			t.Errorf("fetched block %s, not of big/blob", ref.Str())
+		}
+	}
+	if p.count.Bytes() > int64(len(spec["big/blob"].Content))/4 {
+		t.Errorf("fetched %d bytes for a read of %d from a %d-byte file", p.count.Bytes(), len(buf), len(spec["big/blob"].Content))
+	}
+	t.Logf("read %d bytes at %d: fetched %d bytes in %d blocks, amplification %.2f (kernel readahead included)",
+		len(buf), off, p.count.Bytes(), p.count.Blocks(), float64(p.count.Bytes())/float64(len(buf)))
+}
+
+// TestReadahead: a sequential reader is served from prefetched chunks, a
+// random one gets correct bytes too, and no leaf is fetched twice by a
+// sequential read.
+func TestReadahead(t *testing.T) {
+	testenv.RequireFUSE(t)
+	ctx := context.Background()
+	spec := testenv.Spec{"big": testenv.Bytes(testenv.Random(11, 12<<20+5))}
+	for _, tc := range []struct {
+		name      string
+		readahead int
+	}{
+		{"ours", 0},
+		{"kernel only", -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := publish(t, spec)
+			leaves := map[eris.Ref]bool{}
+			e, _ := p.tree.Lookup("big")
+			if err := eris.Walk(ctx, e.Capability(), p.store, func(ref eris.Ref, level int) error {
+				if level == 0 {
+					leaves[ref] = true
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			srv := testenv.Mount(t, p.tree, fusefs.Options{Readahead: tc.readahead})
+			path := filepath.Join(srv.Dir(), "big")
+			if _, err := os.Stat(path); err != nil {
+				t.Fatal(err)
+			}
+			p.count.Reset()
+			got, err := os.ReadFile(path)
+			if err != nil || !bytes.Equal(got, spec["big"].Content) {
+				t.Fatalf("sequential read: %d bytes, %v", len(got), err)
+			}
+			twice := 0
+			for ref, n := range p.count.Refs() {
+				if leaves[ref] && n > 1 {
+					twice++
+				}
+			}
+			st := srv.Stats()
+			t.Logf("%s: %+v; %d blocks fetched for %d leaves, %d leaves fetched more than once", tc.name, st, p.count.Blocks(), len(leaves), twice)
+			if twice > 0 {
+				t.Errorf("%d leaves fetched more than once by one sequential read", twice)
+			}
+			if tc.readahead >= 0 && st.ReadaheadHits < int64(len(got))/2 {
+				t.Errorf("readahead served %d of %d bytes", st.ReadaheadHits, len(got))
+			}
+			if tc.readahead < 0 && st.ReadaheadBytes != 0 {
+				t.Errorf("readahead off, yet %d bytes prefetched", st.ReadaheadBytes)
+			}
+
+			// Random 4 KiB reads through a new descriptor (and past the
+			// kernel's page cache: O_DIRECT is not supported, so drop
+			// nothing and just check the bytes).
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			r := rand.New(rand.NewPCG(1, 2))
+			buf := make([]byte, 4096)
+			for range 200 {
+				off := r.Int64N(int64(len(got)))
+				n, err := f.ReadAt(buf, off)
+				if n == 0 || !bytes.Equal(buf[:n], spec["big"].Content[off:off+int64(n)]) {
+					t.Fatalf("ReadAt(%d): %d bytes, %v, content differs", off, n, err)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,379 @@
+package fusefs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"erismount/eris"
+	"erismount/erisfs"
+)
+
+// Defaults of Options.
+const (
+	DefaultDeadline        = 5 * time.Second
+	DefaultReadahead       = 8 << 20
+	DefaultReadaheadMemory = 64 << 20
+	DefaultFileName        = "content"
+)
+
+// Options configure a mount. The zero value is useful.
+type Options struct {
+	// Deadline bounds every operation that needs blocks (the lookup of a
+	// file, whose size comes from its content; reads; user.eris.local).
+	// Past it the operation fails with EIO. 0 means DefaultDeadline.
+	Deadline time.Duration
+	// Local answers user.eris.local: the blocks held without a network.
+	// Nil leaves that attribute out.
+	Local Local
+	// Readahead is how far ahead of a sequential reader of one open file
+	// our own readahead fetches, at most. 0 means DefaultReadahead;
+	// negative turns it off (the kernel's own readahead remains).
+	Readahead int
+	// ReadaheadMemory bounds the prefetched bytes all open files hold
+	// together. 0 means DefaultReadaheadMemory.
+	ReadaheadMemory int
+	// FileName is the name a single-file tree (a store item that is one
+	// file or symlink) has in the mount directory, since a mount root is
+	// always a directory. "" means DefaultFileName.
+	FileName string
+	// AllowOther lets users other than the one who mounted see the tree
+	// (FUSE allow_other; fusermount3 needs user_allow_other in
+	// /etc/fuse.conf for non-root users).
+	AllowOther bool
+	// Logger receives what goes wrong, each missing or corrupt block once;
+	// nil discards.
+	Logger *slog.Logger
+	// Debug logs every FUSE request and reply to Logger at debug level.
+	Debug bool
+}
+
+func (o Options) withDefaults() Options {
+	if o.Deadline <= 0 {
+		o.Deadline = DefaultDeadline
+	}
+	if o.Readahead == 0 {
+		o.Readahead = DefaultReadahead
+	}
+	if o.ReadaheadMemory <= 0 {
+		o.ReadaheadMemory = DefaultReadaheadMemory
+	}
+	if o.FileName == "" {
+		o.FileName = DefaultFileName
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Local is the part of a block store a mount can read without a network,
+// as user.eris.local counts it: Has says whether a block is held, GetBlock
+// reads the internal nodes that name the rest (cache.SQLite is one).
+type Local interface {
+	eris.BlockGetter
+	Has(ctx context.Context, ref eris.Ref) (bool, error)
+}
+
+// cacheTimeout is how long the kernel may keep entries, attributes and
+// negative lookups: the tree is immutable, so as long as it likes.
+const cacheTimeout = 24 * time.Hour
+
+// grace is how long an operation may overstay its deadline before it is
+// abandoned: the eris reader returns promptly once its context ends, so
+// only a block source that ignores its context needs it.
+const grace = 250 * time.Millisecond
+
+// mountFS is the state every node of one mount shares.
+type mountFS struct {
+	tree     *erisfs.Tree
+	opts     Options
+	log      *slog.Logger
+	uid, gid uint32
+	// inoShift is added to entry numbers: 0 when the tree's root is the
+	// mount root, 1 when a single-file tree sits below a synthetic root
+	// (which takes inode 1).
+	inoShift uint64
+	// base is the context of background work (readahead): cancelled when
+	// the mount is closed.
+	base context.Context
+	ra   *prefetcher
+	bufs sync.Pool // *[]byte of maxRead bytes, for replies
+	seen seenSet
+	st   counters
+}
+
+func newMountFS(ctx context.Context, tree *erisfs.Tree, opts Options) *mountFS {
+	opts = opts.withDefaults()
+	m := &mountFS{
+		tree: tree,
+		opts: opts,
+		log:  opts.Logger,
+		uid:  uint32(os.Getuid()),
+		gid:  uint32(os.Getgid()),
+		base: ctx,
+	}
+	if !tree.Root().IsDir() {
+		m.inoShift = 1
+	}
+	if opts.Readahead > 0 {
+		m.ra = newPrefetcher(int64(opts.Readahead), int64(opts.ReadaheadMemory), &m.st)
+	}
+	m.bufs.New = func() any { b := make([]byte, maxRead); return &b }
+	return m
+}
+
+// NewRoot returns the root node of a mount of tree, for callers that mount
+// it with go-fuse themselves (Mount does all of it). ctx is the context of
+// background work such as readahead.
+func NewRoot(ctx context.Context, tree *erisfs.Tree, opts Options) gofs.InodeEmbedder {
+	return newMountFS(ctx, tree, opts).root()
+}
+
+// root is the mount's root directory node: the tree's root, or a synthetic
+// directory holding a single-file tree under Options.FileName.
+func (m *mountFS) root() *dirNode {
+	if m.tree.Root().IsDir() {
+		return &dirNode{m: m, e: m.tree.Root()}
+	}
+	return &dirNode{m: m}
+}
+
+// ino is the inode number of e.
+func (m *mountFS) ino(e *erisfs.Entry) uint64 { return e.Ino() + m.inoShift }
+
+// node returns a new node for e, of the type its kind asks for.
+func (m *mountFS) node(e *erisfs.Entry) (gofs.InodeEmbedder, gofs.StableAttr) {
+	attr := gofs.StableAttr{Ino: m.ino(e)}
+	switch e.Kind() {
+	case erisfs.Directory:
+		attr.Mode = syscall.S_IFDIR
+		return &dirNode{m: m, e: e}, attr
+	case erisfs.Symlink:
+		attr.Mode = syscall.S_IFLNK
+		return &symlinkNode{m: m, e: e}, attr
+	}
+	attr.Mode = syscall.S_IFREG
+	return &fileNode{m: m, e: e}, attr
+}
+
+// unixMode is e's mode as stat(2) reports it: type bits and permissions.
+func unixMode(e *erisfs.Entry) uint32 {
+	perm := uint32(e.Mode().Perm())
+	switch e.Kind() {
+	case erisfs.Directory:
+		return syscall.S_IFDIR | perm
+	case erisfs.Symlink:
+		return syscall.S_IFLNK | perm
+	}
+	return syscall.S_IFREG | perm
+}
+
+// attrBlockSize is the st_blksize we report: a 32 KiB ERIS block, so that
+// tools reading "optimal" chunks ask for whole blocks.
+const attrBlockSize = eris.BlockSize32K
+
+// fill sets out to the attributes of e, whose size is size. Times are
+// the Unix time 1, as in a Nix or Guix store.
+func (m *mountFS) fill(e *erisfs.Entry, size int64, out *fuse.Attr) {
+	out.Ino = m.ino(e)
+	out.Mode = unixMode(e)
+	out.Size = uint64(size)
+	out.Nlink = 1
+	if e.IsDir() {
+		out.Nlink = 2 + uint32(subdirs(e))
+	}
+	m.fillCommon(out)
+}
+
+func (m *mountFS) fillCommon(out *fuse.Attr) {
+	out.Uid, out.Gid = m.uid, m.gid
+	out.Atime, out.Mtime, out.Ctime = 1, 1, 1
+	out.Blksize = attrBlockSize
+	out.Blocks = (out.Size + 511) / 512
+}
+
+func subdirs(e *erisfs.Entry) int {
+	n := 0
+	for c := range e.All() {
+		if c.IsDir() {
+			n++
+		}
+	}
+	return n
+}
+
+// size returns the size of e within the operation deadline: known at once
+// for directories and symlinks, fetched once for a file (the rightmost path
+// of its content).
+func (m *mountFS) size(ctx context.Context, op string, e *erisfs.Entry) (int64, syscall.Errno) {
+	if n, ok := e.CachedSize(); ok {
+		return n, 0
+	}
+	var n int64
+	err := m.do(ctx, func(ctx context.Context) error {
+		var err error
+		n, err = m.tree.Size(ctx, e)
+		return err
+	}, nil)
+	if err != nil {
+		return 0, m.errno(ctx, op, e, err)
+	}
+	return n, 0
+}
+
+// do runs f under the operation deadline. It returns f's result, or, if f
+// overstays the deadline by more than grace (a block source that ignores
+// its context), an error matching context.DeadlineExceeded, leaving f to
+// finish on its own: the caller must not touch what f writes after that,
+// and late (if not nil) runs once f is done, to release what it holds.
+func (m *mountFS) do(ctx context.Context, f func(ctx context.Context) error, late func()) error {
+	return m.within(ctx, m.opts.Deadline, f, late)
+}
+
+// within is do with another deadline.
+func (m *mountFS) within(ctx context.Context, deadline time.Duration, f func(ctx context.Context) error, late func()) error {
+	ctx, cancel := context.WithTimeout(ctx, deadline)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- f(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		m.st.abandoned.Add(1)
+		if late != nil {
+			go func() {
+				<-done
+				late()
+			}()
+		}
+		return fmt.Errorf("%w: abandoned %v after its deadline (the block source ignores its context)", ctx.Err(), grace)
+	}
+}
+
+// toErrno translates an error of this package's operations: a path that
+// does not exist is ENOENT, an interrupted call EINTR, and everything else
+// — a missing or corrupt block, a passed deadline, an unreachable peer — EIO.
+func toErrno(err error) syscall.Errno {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, eris.ErrNotFound), errors.Is(err, eris.ErrCorrupt), errors.Is(err, context.DeadlineExceeded):
+		return syscall.EIO
+	case errors.Is(err, fs.ErrNotExist):
+		return syscall.ENOENT
+	case errors.Is(err, context.Canceled):
+		return syscall.EINTR
+	}
+	return syscall.EIO
+}
+
+// errno translates err for an operation on e, logging its cause once. ctx
+// is the operation's own context: when the kernel interrupted the call,
+// the answer is EINTR whatever err says.
+func (m *mountFS) errno(ctx context.Context, op string, e *erisfs.Entry, err error) syscall.Errno {
+	if ctx.Err() != nil {
+		m.st.interrupted.Add(1)
+		m.log.Debug("interrupted", "op", op, "path", pathOf(e), "err", err)
+		return syscall.EINTR
+	}
+	errno := toErrno(err)
+	if errno == syscall.EIO {
+		m.st.eio.Add(1)
+		if errors.Is(err, context.DeadlineExceeded) {
+			m.st.timeouts.Add(1)
+		}
+	}
+	key := pathOf(e) + "\x00" + op
+	var be *eris.BlockError
+	if errors.As(err, &be) {
+		key = be.Ref.String()
+	}
+	if m.seen.add(key) {
+		level := slog.LevelWarn
+		if errors.Is(err, eris.ErrCorrupt) {
+			level = slog.LevelError
+		}
+		m.log.Log(context.Background(), level, "fusefs: "+op+" failed", "path", pathOf(e), "errno", errno.Error(), "err", err)
+	}
+	return errno
+}
+
+// pathOf is e's path for logs; "/" for the root.
+func pathOf(e *erisfs.Entry) string {
+	if e == nil {
+		return "/"
+	}
+	return "/" + e.Path()
+}
+
+// seenSet remembers which causes were logged, so each is logged once. It
+// forgets everything when full, so it stays bounded.
+type seenSet struct {
+	mu sync.Mutex
+	m  map[string]struct{}
+}
+
+const maxSeen = 1 << 14
+
+// add reports whether key is new.
+func (s *seenSet) add(key string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.m[key]; ok {
+		return false
+	}
+	if s.m == nil || len(s.m) >= maxSeen {
+		s.m = make(map[string]struct{})
+	}
+	s.m[key] = struct{}{}
+	return true
+}
+
+// Stats count what a mount did.
+type Stats struct {
+	Reads          int64 // FUSE read requests answered
+	ReadBytes      int64 // bytes returned by them
+	EIO            int64 // operations that failed with EIO
+	Timeouts       int64 // of which because the deadline passed
+	Abandoned      int64 // operations whose block source ignored the deadline
+	Interrupted    int64 // operations the kernel interrupted (EINTR)
+	ReadaheadBytes int64 // bytes prefetched by our readahead
+	ReadaheadHits  int64 // bytes of reads served from prefetched chunks
+}
+
+type counters struct {
+	reads, readBytes, eio, timeouts, abandoned, interrupted atomic.Int64
+	raBytes, raHits                                         atomic.Int64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		Reads:          c.reads.Load(),
+		ReadBytes:      c.readBytes.Load(),
+		EIO:            c.eio.Load(),
+		Timeouts:       c.timeouts.Load(),
+		Abandoned:      c.abandoned.Load(),
+		Interrupted:    c.interrupted.Load(),
+		ReadaheadBytes: c.raBytes.Load(),
+		ReadaheadHits:  c.raHits.Load(),
+	}
+}
