@@ -1,10 +1,14 @@
 package nar_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"flag"
+	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 
 	"erismount/narinfo/nar"
@@ -59,4 +63,53 @@ func BenchmarkNixStoreDumpSha256(b *testing.B) {
 			b.Fatalf("%v: %s", err, out)
 		}
 	}
+}
+
+// BenchmarkReader reads a nar (of the benchmark tree, from memory) node by
+// node, contents included, as `publish --nar` does. Judge it against
+// BenchmarkSHA256, one pass of hashing over the same bytes.
+func BenchmarkReader(b *testing.B) {
+	data := benchNar(b)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	buf := make([]byte, 64<<10)
+	for b.Loop() {
+		r := nar.NewReader(bytes.NewReader(data))
+		for {
+			_, err := r.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.CopyBuffer(io.Discard, r, buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// BenchmarkSHA256 hashes the same nar bytes: the floor of any pass that
+// verifies a nar.
+func BenchmarkSHA256(b *testing.B) {
+	data := benchNar(b)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		sha256.Sum256(data)
+	}
+}
+
+func benchNar(b *testing.B) []byte {
+	b.Helper()
+	dir := filepath.Join(*benchTree, "net")
+	if _, err := os.Stat(dir); err != nil {
+		b.Skipf("benchmark tree: %v", err)
+	}
+	var buf bytes.Buffer
+	if err := nar.WriteFS(context.Background(), &buf, nar.DirFS(dir)); err != nil {
+		b.Fatal(err)
+	}
+	return buf.Bytes()
 }

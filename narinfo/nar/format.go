@@ -24,6 +24,9 @@ const (
 	MaxTargetLen = 4095
 	// MaxDepth is the deepest directory nesting accepted.
 	MaxDepth = 256
+	// MaxFileSize is the largest file accepted (4 EiB: no file system
+	// holds more, and sizes stay far from int64 overflow).
+	MaxFileSize = 1 << 62
 )
 
 // Type is the kind of a node.

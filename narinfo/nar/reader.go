@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 )
 
 // Reader reads a nar stream node by node, like archive/tar: Next returns
@@ -199,7 +198,7 @@ func (r *Reader) node(path string) (*Header, error) {
 		if err != nil {
 			return nil, err
 		}
-		if size > math.MaxInt64-8 {
+		if size > MaxFileSize {
 			return nil, r.errorAt(start, "file %s has absurd size %d", quote(path), size)
 		}
 		r.leaf, r.remain, r.pad = true, int64(size), padLen(int64(size))

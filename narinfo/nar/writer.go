@@ -158,7 +158,7 @@ func (w *Writer) checkLeafDone() error {
 func (w *Writer) checkNode(h *Header) error {
 	switch h.Type {
 	case Regular, Executable:
-		if h.Size < 0 || h.Size > 1<<62 {
+		if h.Size < 0 || h.Size > MaxFileSize {
 			return w.formatError("file %s has size %d", quote(h.Path), h.Size)
 		}
 	case Symlink:
