@@ -84,7 +84,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	defer stop()
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
 	root := newRootCmd(a)
-	root.SetArgs(args)
+	root.SetArgs(mountShorthand(root, args))
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -149,6 +149,7 @@ func subcommands(a *app) []*cobra.Command {
 	return []*cobra.Command{
 		newEncodeCmd(a),
 		newDecodeCmd(a),
+		newMountCmd(a),
 	}
 }
 

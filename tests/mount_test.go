@@ -1,0 +1,174 @@
+package tests
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"erismount/eris"
+	"erismount/fusefs"
+	"erismount/tests/testenv"
+)
+
+// mountTimeout bounds how long a test waits for erismount to mount or
+// exit: a hang check, not a performance figure.
+const mountTimeout = time.Minute
+
+// TestCLIMountOffline: `erismount URN DIR` mounts a tree whose blocks are
+// all in the SQLite store, with no peer: everything reads, the status
+// attributes say it is all here, and SIGINT unmounts it cleanly.
+func TestCLIMountOffline(t *testing.T) {
+	testenv.RequireFUSE(t)
+	src := testenv.Sample().WriteDir(t)
+	store := filepath.Join(t.TempDir(), "blocks.sqlite")
+	rc := testenv.PublishSQLite(t, src, store)
+	dir := t.TempDir()
+
+	p := testenv.Start(t, rc.URN(), dir, "--store", store)
+	testenv.WaitMounted(t, p, dir, mountTimeout)
+	testenv.CompareDirs(t, src, dir)
+	out, err := exec.Command("sh", "-c", filepath.Join(dir, "bin/hello")+" offline").CombinedOutput()
+	if err != nil || string(out) != "hello from eris offline\n" {
+		t.Errorf("bin/hello: %q, %v", out, err)
+	}
+	buf := make([]byte, 256)
+	if n, err := unix.Getxattr(dir, fusefs.XattrURN, buf); err != nil || string(buf[:n]) != rc.URN() {
+		t.Errorf("user.eris.urn of the root: %q, %v", buf[:n], err)
+	}
+	if n, err := unix.Getxattr(dir, fusefs.XattrLocal, buf); err != nil || !strings.HasPrefix(string(buf[:n]), "1.0000 ") {
+		t.Errorf("user.eris.local of the root with every block stored: %q, %v", buf[:n], err)
+	}
+
+	if err := p.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.Wait(mountTimeout); code != 0 {
+		t.Errorf("exit code %d after SIGINT, want 0:\n%s", code, p.Stderr())
+	}
+	if !testenv.Unmounted(dir, time.Second) {
+		t.Errorf("%s still mounted after erismount exited", dir)
+	}
+}
+
+// TestCLIMountSubcommand: `erismount mount URN DIR` with flags, --json,
+// and an unmount from outside (fusermount3 -u) ending the command.
+func TestCLIMountSubcommand(t *testing.T) {
+	testenv.RequireFUSE(t)
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		t.Skip("fusermount3 not installed (Debian package fuse3): cannot unmount from outside")
+	}
+	src := testenv.Sample().WriteDir(t)
+	store := filepath.Join(t.TempDir(), "blocks.sqlite")
+	rc := testenv.PublishSQLite(t, src, store)
+	dir := t.TempDir()
+
+	p := testenv.Start(t, "mount", rc.URN(), dir, "--store", store, "--deadline", "2s", "--json")
+	testenv.WaitMounted(t, p, dir, mountTimeout)
+	var info struct {
+		URN     string `json:"urn"`
+		Dir     string `json:"dir"`
+		Entries int    `json:"entries"`
+	}
+	// The JSON line is written once mounted; give the pipe a moment.
+	for end := time.Now().Add(5 * time.Second); p.Stdout() == "" && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := json.Unmarshal([]byte(p.Stdout()), &info); err != nil || info.URN != rc.URN() || info.Dir != dir || info.Entries == 0 {
+		t.Errorf("--json printed %q (%v)", p.Stdout(), err)
+	}
+	if out, err := exec.Command("fusermount3", "-u", dir).CombinedOutput(); err != nil {
+		t.Fatalf("fusermount3 -u: %v: %s", err, out)
+	}
+	if code := p.Wait(mountTimeout); code != 0 {
+		t.Errorf("exit code %d after an outside unmount, want 0:\n%s", code, p.Stderr())
+	}
+}
+
+// TestCLIMountBackground: --foreground=false returns once the tree is
+// mounted; the mount is served by a detached process until unmounted.
+func TestCLIMountBackground(t *testing.T) {
+	testenv.RequireFUSE(t)
+	src := testenv.Sample().WriteDir(t)
+	store := filepath.Join(t.TempDir(), "blocks.sqlite")
+	rc := testenv.PublishSQLite(t, src, store)
+	dir := t.TempDir()
+	t.Cleanup(func() {
+		if fusefs.IsMountPoint(dir) {
+			fusefs.Detach(dir)
+		}
+	})
+	stdout, stderr, code := testenv.Run(t, rc.URN(), dir, "--store", store, "--foreground=false", "--json")
+	if code != 0 {
+		t.Fatalf("exit code %d:\n%s", code, stderr)
+	}
+	var info struct {
+		PID int `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &info); err != nil || info.PID == 0 {
+		t.Fatalf("--json printed %q (%v)", stdout, err)
+	}
+	if !fusefs.IsMountPoint(dir) {
+		t.Fatalf("erismount returned but %s is not mounted", dir)
+	}
+	testenv.CompareDirs(t, src, dir)
+	// The background process unmounts on SIGTERM.
+	if err := syscall.Kill(info.PID, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if !testenv.Unmounted(dir, mountTimeout) {
+		t.Errorf("%s still mounted after SIGTERM to pid %d", dir, info.PID)
+	}
+}
+
+// TestCLIMountErrors: the mistakes a user makes get a message naming the
+// problem and an exit code a script can use.
+func TestCLIMountErrors(t *testing.T) {
+	testenv.RequireFUSE(t)
+	src := testenv.Spec{"a": testenv.File("a")}.WriteDir(t)
+	store := filepath.Join(t.TempDir(), "blocks.sqlite")
+	rc := testenv.PublishSQLite(t, src, store)
+	missing := filepath.Join(t.TempDir(), "nope")
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	busy := t.TempDir()
+	p := testenv.Start(t, rc.URN(), busy, "--store", store)
+	testenv.WaitMounted(t, p, busy, mountTimeout)
+	t.Cleanup(func() {
+		p.Signal(syscall.SIGINT)
+		p.Wait(mountTimeout)
+	})
+	// A well-formed capability of a tree nobody has.
+	unknown, err := eris.NewReadCapability(rc.BlockSize(), rc.Level(), eris.Ref{1}, eris.Key{2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		says string
+	}{
+		{"missing directory", []string{rc.URN(), missing}, 2, "does not exist"},
+		{"not a directory", []string{rc.URN(), file}, 2, "not a directory"},
+		{"busy directory", []string{rc.URN(), busy}, 1, "mounted there already"},
+		{"malformed URN", []string{"urn:eris:nonsense", t.TempDir()}, 2, "urn"},
+		{"one argument", []string{"mount", rc.URN()}, 2, "arg"},
+		{"unknown tree, no peers", []string{unknown.URN(), t.TempDir(), "--deadline", "200ms"}, 3, "not found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := testenv.Run(t, append(tc.args, "--store", store)...)
+			if code != tc.code || !strings.Contains(strings.ToLower(stderr), strings.ToLower(tc.says)) {
+				t.Errorf("exit code %d, stderr %q; want %d and a message saying %q", code, stderr, tc.code, tc.says)
+			}
+		})
+	}
+}
