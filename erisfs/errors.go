@@ -29,10 +29,16 @@ type PathError struct {
 	Path   string
 	Reason string
 	Err    error
+
+	comps []string // an index path whose components are invalid: shown as a list
 }
 
 func (e *PathError) Error() string {
-	return fmt.Sprintf("erisfs: %v: %s: %s", e.Err, displayPath(e.Path), e.Reason)
+	where := displayPath(e.Path)
+	if e.comps != nil {
+		where = fmt.Sprintf("path %q", e.comps)
+	}
+	return fmt.Sprintf("erisfs: %v: %s: %s", e.Err, where, e.Reason)
 }
 
 func (e *PathError) Unwrap() error { return e.Err }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"strings"
+	"sync"
 	"time"
 
 	"erismount/eris"
@@ -228,14 +229,27 @@ func (d dirEntry) Type() fs.FileMode          { return d.e.Mode().Type() }
 func (d dirEntry) Info() (fs.FileInfo, error) { return d.fsys.info("stat", d.e.Path(), d.e) }
 func (d dirEntry) String() string             { return fs.FormatDirEntry(d) }
 
-// file is an open regular or executable file.
+// file is an open regular or executable file. It keeps the last window of
+// content it read, so that the small reads of a Read loop do not each
+// fetch and decrypt a whole ERIS block again (the eris Reader caches
+// internal nodes, not leaves).
 type file struct {
 	fsys   *FS
 	e      *Entry
 	name   string
 	r      *eris.Reader
+	off    int64 // Read and Seek position
 	closed bool
+
+	mu     sync.Mutex
+	win    []byte // content at winOff
+	winOff int64
+	winEOF bool // win ends at the end of the content
 }
+
+// window is the span file reads at once for small reads: at least one ERIS
+// block, 64 KiB for 1 KiB blocks.
+func (f *file) window() int { return max(f.e.cap.BlockSize(), 64<<10) }
 
 var (
 	_ io.ReaderAt = (*file)(nil)
@@ -253,21 +267,81 @@ func (f *file) Read(p []byte) (int, error) {
 	if f.closed {
 		return 0, &fs.PathError{Op: "read", Path: f.name, Err: fs.ErrClosed}
 	}
-	return f.r.Read(p)
+	n, err := f.readAt(p, f.off)
+	f.off += int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
+	}
+	return n, err
 }
 
 func (f *file) ReadAt(p []byte, off int64) (int, error) {
 	if f.closed {
 		return 0, &fs.PathError{Op: "read", Path: f.name, Err: fs.ErrClosed}
 	}
-	return f.r.ReadAtContext(f.fsys.ctx, p, off)
+	return f.readAt(p, off)
+}
+
+// readAt serves small reads from the window, refilling it as needed, and
+// large ones straight from the reader.
+func (f *file) readAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, &fs.PathError{Op: "read", Path: f.name, Err: fs.ErrInvalid}
+	}
+	w := int64(f.window())
+	if int64(len(p)) >= w {
+		return f.r.ReadAtContext(f.fsys.ctx, p, off)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for n < len(p) {
+		at := off + int64(n)
+		if at < f.winOff || at >= f.winOff+int64(len(f.win)) {
+			if f.winEOF && at >= f.winOff+int64(len(f.win)) && at-f.winOff < w {
+				return n, io.EOF
+			}
+			start := at / w * w
+			if f.win == nil {
+				f.win = make([]byte, w)
+			}
+			m, err := f.r.ReadAtContext(f.fsys.ctx, f.win[:w], start)
+			f.win, f.winOff, f.winEOF = f.win[:m], start, err == io.EOF
+			if err != nil && err != io.EOF {
+				f.win = f.win[:0]
+				return n, err
+			}
+			if at >= start+int64(m) {
+				return n, io.EOF
+			}
+		}
+		n += copy(p[n:], f.win[at-f.winOff:])
+	}
+	return n, nil
 }
 
 func (f *file) Seek(offset int64, whence int) (int64, error) {
 	if f.closed {
 		return 0, &fs.PathError{Op: "seek", Path: f.name, Err: fs.ErrClosed}
 	}
-	return f.r.Seek(offset, whence)
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += f.off
+	case io.SeekEnd:
+		size, err := f.fsys.t.Size(f.fsys.ctx, f.e)
+		if err != nil {
+			return 0, &fs.PathError{Op: "seek", Path: f.name, Err: err}
+		}
+		offset += size
+	default:
+		return 0, &fs.PathError{Op: "seek", Path: f.name, Err: fs.ErrInvalid}
+	}
+	if offset < 0 {
+		return 0, &fs.PathError{Op: "seek", Path: f.name, Err: fs.ErrInvalid}
+	}
+	f.off = offset
+	return offset, nil
 }
 
 func (f *file) Close() error {

@@ -233,7 +233,7 @@ func (c *codec) decodeEntry(k pathKey, raw cbor.RawMessage) (item, error) {
 	}
 	for _, name := range comps {
 		if why := checkName(name); why != "" {
-			return item{}, invalid(p, "%s (component %q)", why, name)
+			return item{}, &PathError{Path: p, Reason: fmt.Sprintf("%s (component %q)", why, name), Err: ErrInvalidIndex, comps: comps}
 		}
 		if len(name) > c.limits.MaxNameLen {
 			return item{}, overLimit(p, "component of %d bytes, limit %d", len(name), c.limits.MaxNameLen)

@@ -192,8 +192,21 @@ func Open(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, opts 
 	if opts.Nodes == nil {
 		opts.Nodes = eris.NewNodeCache(8 << 20)
 	}
-	limits := opts.Limits.withDefaults()
-	r, err := eris.NewReaderOptions(ctx, rc, g, eris.ReaderOptions{Nodes: opts.Nodes})
+	data, err := readIndex(ctx, rc, g, opts.Nodes, opts.Limits.withDefaults().MaxIndexSize)
+	if err != nil {
+		return nil, err
+	}
+	t, err := parse(data, g, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", rc, err)
+	}
+	t.rc = rc
+	return t, nil
+}
+
+// readIndex fetches the content of rc, at most max bytes.
+func readIndex(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, nodes *eris.NodeCache, max int64) ([]byte, error) {
+	r, err := eris.NewReaderOptions(ctx, rc, g, eris.ReaderOptions{Nodes: nodes})
 	if err != nil {
 		return nil, fmt.Errorf("erisfs: open %s: %w", rc, err)
 	}
@@ -201,8 +214,8 @@ func Open(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, opts 
 	if err != nil {
 		return nil, fmt.Errorf("erisfs: open %s: index: %w", rc, err)
 	}
-	if size > limits.MaxIndexSize {
-		return nil, fmt.Errorf("erisfs: open %s: %w: index of %d bytes, limit %d", rc, ErrLimit, size, limits.MaxIndexSize)
+	if size > max {
+		return nil, fmt.Errorf("erisfs: open %s: %w: index of %d bytes, limit %d", rc, ErrLimit, size, max)
 	}
 	data := make([]byte, size)
 	n, err := r.ReadAtContext(ctx, data, 0)
@@ -212,12 +225,7 @@ func Open(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, opts 
 	if err != nil {
 		return nil, fmt.Errorf("erisfs: open %s: read index: %w", rc, err)
 	}
-	t, err := parse(data, g, opts)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", rc, err)
-	}
-	t.rc = rc
-	return t, nil
+	return data, nil
 }
 
 // parse builds a tree from index bytes.
