@@ -150,6 +150,9 @@ func subcommands(a *app) []*cobra.Command {
 		newEncodeCmd(a),
 		newDecodeCmd(a),
 		newMountCmd(a),
+		newNarinfoCmd(a),
+		newNarCmd(a),
+		newCopyInCmd(a),
 	}
 }
 
