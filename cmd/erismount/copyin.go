@@ -62,11 +62,15 @@ Exit codes: 0 copied, 2 malformed narinfo or ACL, 3 blocks unavailable,
 			}
 			defer src.Close()
 			opts := narinfo.CopyInOptions{Logger: a.log}
-			if bar := a.progressBar(n.NarSize, "copy-in "+n.BaseName()); bar != nil {
+			bar := a.progressBar(n.NarSize, "copy-in "+n.BaseName())
+			if bar != nil {
 				opts.Progress = func(done int64) { bar.Set64(done) }
-				defer bar.Close()
 			}
-			if err := narinfo.CopyInERIS(ctx, n, acl, src, storeDir, opts); err != nil {
+			err = narinfo.CopyInERIS(ctx, n, acl, src, storeDir, opts)
+			if bar != nil {
+				bar.Clear() // leave the terminal line to the result or the error
+			}
+			if err != nil {
 				return err
 			}
 			final := filepath.Join(storeDir, n.BaseName())
