@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -337,4 +338,13 @@ func (n *Narinfo) Capability() (eris.ReadCapability, error) {
 		return eris.ReadCapability{}, fmt.Errorf("narinfo %s: %w: %s", n.StorePath, ErrERISUnsupported, trim(n.ERISUnsupported[0]))
 	}
 	return eris.ReadCapability{}, fmt.Errorf("narinfo %s: %w", n.StorePath, ErrNoERIS)
+}
+
+// Equivalent reports whether n and o describe the same store item content
+// in Guix's sense (spec §1.7): same StorePath, NarHash, NarSize and
+// References (in order). Locations, deriver and signatures do not count; an
+// unsigned narinfo equivalent to an authorized one may serve as its mirror.
+func (n *Narinfo) Equivalent(o *Narinfo) bool {
+	return n.StorePath == o.StorePath && n.NarHash == o.NarHash && n.NarSize == o.NarSize &&
+		slices.Equal(n.References, o.References)
 }

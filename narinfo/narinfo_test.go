@@ -285,3 +285,28 @@ func TestWriteRejects(t *testing.T) {
 		t.Error("host with ';' accepted")
 	}
 }
+
+func TestEquivalent(t *testing.T) {
+	a := sampleNarinfo(t)
+	tests := []struct {
+		name string
+		edit func(*narinfo.Narinfo)
+		want bool
+	}{
+		{"same", func(*narinfo.Narinfo) {}, true},
+		{"other locations, deriver, ERIS", func(n *narinfo.Narinfo) {
+			n.Locations, n.Deriver, n.ERIS = nil, "", testCap(t, 9)
+		}, true},
+		{"other NarHash", func(n *narinfo.Narinfo) { n.NarHash[0] ^= 1 }, false},
+		{"other NarSize", func(n *narinfo.Narinfo) { n.NarSize++ }, false},
+		{"other StorePath", func(n *narinfo.Narinfo) { n.StorePath += "x" }, false},
+		{"references reordered", func(n *narinfo.Narinfo) { n.References = append([]string{itemBase}, n.References...) }, false},
+	}
+	for _, tt := range tests {
+		b := sampleNarinfo(t)
+		tt.edit(b)
+		if got := a.Equivalent(b); got != tt.want {
+			t.Errorf("%s: Equivalent = %v", tt.name, got)
+		}
+	}
+}
