@@ -21,14 +21,22 @@ import (
 // exit: a hang check, not a performance figure.
 const mountTimeout = time.Minute
 
+// offlineSample publishes the sample tree into a new SQLite store, for a
+// mount without peers; it returns the source directory, the store's path
+// and the tree's capability.
+func offlineSample(t *testing.T) (src, store string, rc eris.ReadCapability) {
+	t.Helper()
+	testenv.RequireFUSE(t)
+	src = testenv.Sample().WriteDir(t)
+	store = filepath.Join(t.TempDir(), "blocks.sqlite")
+	return src, store, testenv.PublishSQLite(t, src, store)
+}
+
 // TestCLIMountOffline: `erismount URN DIR` mounts a tree whose blocks are
 // all in the SQLite store, with no peer: everything reads, the status
 // attributes say it is all here, and SIGINT unmounts it cleanly.
 func TestCLIMountOffline(t *testing.T) {
-	testenv.RequireFUSE(t)
-	src := testenv.Sample().WriteDir(t)
-	store := filepath.Join(t.TempDir(), "blocks.sqlite")
-	rc := testenv.PublishSQLite(t, src, store)
+	src, store, rc := offlineSample(t)
 	dir := t.TempDir()
 
 	p := testenv.Start(t, rc.URN(), dir, "--store", store)
@@ -64,13 +72,12 @@ func TestCLIMountSubcommand(t *testing.T) {
 	if _, err := exec.LookPath("fusermount3"); err != nil {
 		t.Skip("fusermount3 not installed (Debian package fuse3): cannot unmount from outside")
 	}
-	src := testenv.Sample().WriteDir(t)
-	store := filepath.Join(t.TempDir(), "blocks.sqlite")
-	rc := testenv.PublishSQLite(t, src, store)
+	src, store, rc := offlineSample(t)
 	dir := t.TempDir()
 
 	p := testenv.Start(t, "mount", rc.URN(), dir, "--store", store, "--deadline", "2s", "--json")
 	testenv.WaitMounted(t, p, dir, mountTimeout)
+	testenv.CompareDirs(t, src, dir)
 	var info struct {
 		URN     string `json:"urn"`
 		Dir     string `json:"dir"`
@@ -94,10 +101,7 @@ func TestCLIMountSubcommand(t *testing.T) {
 // TestCLIMountBackground: --foreground=false returns once the tree is
 // mounted; the mount is served by a detached process until unmounted.
 func TestCLIMountBackground(t *testing.T) {
-	testenv.RequireFUSE(t)
-	src := testenv.Sample().WriteDir(t)
-	store := filepath.Join(t.TempDir(), "blocks.sqlite")
-	rc := testenv.PublishSQLite(t, src, store)
+	src, store, rc := offlineSample(t)
 	dir := t.TempDir()
 	t.Cleanup(func() {
 		if fusefs.IsMountPoint(dir) {
