@@ -22,6 +22,12 @@ import (
 	"erismount/erisfs"
 )
 
+// fuseName is our FUSE subtype: mounts show as type fuseType.
+const (
+	fuseName = "erismount"
+	fuseType = "fuse." + fuseName
+)
+
 var (
 	// ErrNoFUSE means the kernel's FUSE device is missing or cannot be
 	// opened, and no fusermount3 helper could mount instead.
@@ -62,7 +68,7 @@ func Mount(ctx context.Context, dir string, tree *erisfs.Tree, opts Options) (*S
 			// (they never change), sparing an ACCESS request per check.
 			Options:          []string{"ro", "default_permissions"},
 			FsName:           tree.Capability().URN(),
-			Name:             "erismount",
+			Name:             fuseName,
 			DirectMount:      true,
 			DirectMountFlags: syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY,
 			MaxWrite:         maxRead,
@@ -192,6 +198,19 @@ func checkMountPoint(dir string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("fusefs: mount point %s: %w", dir, err)
 	}
+	// A mount of ours whose process died (killed, crashed) answers
+	// nothing but ENOTCONN (statfs always asks the server; stat may be
+	// answered from the kernel's cache): nobody can use it, so clear it
+	// and mount afresh.
+	if mountType(abs) == fuseType {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(abs, &st); errors.Is(err, syscall.ENOTCONN) {
+			if derr := Detach(abs); derr != nil {
+				return "", fmt.Errorf("fusefs: mount point %s: %w: the mount of a dead erismount is still there and could not be detached: %v", abs, ErrBusy, derr)
+			}
+			return checkMountPoint(dir)
+		}
+	}
 	fi, err := os.Stat(abs)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -227,22 +246,34 @@ func mountError(dir string, err error) error {
 
 // IsMountPoint reports whether something is mounted at dir (an absolute,
 // clean path), according to /proc/self/mountinfo.
-func IsMountPoint(dir string) bool {
+func IsMountPoint(dir string) bool { return mountType(dir) != "" }
+
+// mountType is the file system type of the topmost mount at dir ("" if
+// none), from /proc/self/mountinfo: ours is "fuse.erismount".
+func mountType(dir string) string {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return false
+		return ""
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	typ := ""
 	for sc.Scan() {
-		// Fields: ID parent major:minor root mountpoint options ...
+		// ID parent major:minor root mountpoint options [optional…] - type source superoptions
 		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMountinfo(fields[4]) == dir {
-			return true
+		if len(fields) < 5 || unescapeMountinfo(fields[4]) != dir {
+			continue
+		}
+		typ = "?"
+		for i, f := range fields {
+			if f == "-" && i+1 < len(fields) {
+				typ = fields[i+1]
+				break
+			}
 		}
 	}
-	return false
+	return typ
 }
 
 // unescapeMountinfo undoes the octal escapes (\040 for a space, …) of

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -174,5 +175,37 @@ func TestCLIMountErrors(t *testing.T) {
 				t.Errorf("exit code %d, stderr %q; want %d and a message saying %q", code, stderr, tc.code, tc.says)
 			}
 		})
+	}
+}
+
+// TestCLIRemountAfterKill: a killed erismount leaves a dead mount behind
+// (ENOTCONN for everyone); mounting again at the same place clears it.
+func TestCLIRemountAfterKill(t *testing.T) {
+	src, store, rc := offlineSample(t)
+	dir := t.TempDir()
+	p := testenv.Start(t, rc.URN(), dir, "--store", store)
+	testenv.WaitMounted(t, p, dir, mountTimeout)
+	if err := p.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	p.Wait(mountTimeout)
+	var st syscall.Statfs_t
+	err := syscall.Statfs(dir, &st)
+	t.Logf("killed erismount exited after %v; statfs of its mount point: %v", time.Since(start), err)
+	if !errors.Is(err, syscall.ENOTCONN) {
+		t.Errorf("statfs of a dead mount: %v, want ENOTCONN", err)
+	}
+	start = time.Now()
+	p = testenv.Start(t, rc.URN(), dir, "--store", store)
+	testenv.WaitMounted(t, p, dir, mountTimeout)
+	t.Logf("mounted again after %v", time.Since(start))
+	testenv.CompareDirs(t, src, dir)
+	p.Signal(syscall.SIGINT)
+	if code := p.Wait(mountTimeout); code != 0 {
+		t.Errorf("exit code %d, want 0:\n%s", code, p.Stderr())
+	}
+	if !testenv.Unmounted(dir, time.Second) {
+		t.Errorf("%s still mounted", dir)
 	}
 }

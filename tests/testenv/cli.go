@@ -164,7 +164,8 @@ func Run(t testing.TB, args ...string) (stdout, stderr string, code int) {
 	return p.Stdout(), p.Stderr(), code
 }
 
-// WaitMounted waits until something is mounted at dir, failing the test
+// WaitMounted waits until a live mount is at dir (one that answers
+// statfs: a dead one left by a killed process does not), failing the test
 // with p's output if p exits first or timeout passes. When the test ends,
 // a mount still at dir is detached, whatever p did.
 func WaitMounted(t testing.TB, p *Process, dir string, timeout time.Duration) {
@@ -175,7 +176,7 @@ func WaitMounted(t testing.TB, p *Process, dir string, timeout time.Duration) {
 		}
 	})
 	end := time.Now().Add(timeout)
-	for !fusefs.IsMountPoint(dir) {
+	for !live(dir) {
 		select {
 		case <-p.done:
 			t.Fatalf("testenv: erismount exited before mounting %s: %v\n%s", dir, p.err, p.Stderr())
@@ -185,6 +186,12 @@ func WaitMounted(t testing.TB, p *Process, dir string, timeout time.Duration) {
 			t.Fatalf("testenv: %s not mounted after %v:\n%s", dir, timeout, p.Stderr())
 		}
 	}
+}
+
+// live reports whether a mount at dir answers.
+func live(dir string) bool {
+	var st syscall.Statfs_t
+	return fusefs.IsMountPoint(dir) && syscall.Statfs(dir, &st) == nil
 }
 
 // Unmounted reports whether nothing is mounted at dir any more, waiting
