@@ -1,0 +1,428 @@
+package fetcher
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+	"github.com/plgd-dev/go-coap/v3/options"
+	"github.com/plgd-dev/go-coap/v3/tcp"
+	"github.com/plgd-dev/go-coap/v3/udp"
+
+	"erismount/eris"
+)
+
+// coapConn is what the peer needs of a go-coap connection; both
+// udp/client.Conn and tcp/client.Conn have it.
+type coapConn interface {
+	NewGetRequest(ctx context.Context, path string, opts ...message.Option) (*pool.Message, error)
+	NewPutRequest(ctx context.Context, path string, contentFormat message.MediaType, payload io.ReadSeeker, opts ...message.Option) (*pool.Message, error)
+	Do(req *pool.Message) (*pool.Message, error)
+	ReleaseMessage(m *pool.Message)
+	Close() error
+	Context() context.Context
+	Done() <-chan struct{}
+}
+
+// coapPeer is a CoAP block store over UDP, TCP or a Unix socket.
+//
+// Block-wise transfer (RFC 7959) is done here, not by go-coap: a GET is
+// followed by requests for the next Block2 until the last, each checked
+// (block number, size, at most 32 KiB in all), and a PUT over UDP is sent
+// as Block1 blocks of 1 KiB. go-coap's own block-wise layer buffers a
+// representation of any size a peer sends; ours stops at one ERIS block.
+type coapPeer struct {
+	url  string
+	ep   endpoint
+	opts ClientOptions
+	log  *slog.Logger
+
+	sem   chan struct{}
+	slots []coapSlot
+	next  atomic.Uint32
+	tick  *periodic
+
+	ctx    context.Context // cancelled by Close
+	cancel context.CancelFunc
+	once   stopOnce
+}
+
+type coapSlot struct {
+	mu sync.Mutex
+	cc coapConn
+}
+
+func newCoAPPeer(ep endpoint, opts ClientOptions) *coapPeer {
+	ctx, cancel := context.WithCancel(context.Background())
+	// go-coap retransmits confirmable messages from its periodic runner,
+	// so the tick bounds how late a retransmission is.
+	tick := min(max(opts.AckTimeout/4, 5*time.Millisecond), 250*time.Millisecond)
+	return &coapPeer{
+		url:    ep.String(),
+		ep:     ep,
+		opts:   opts,
+		log:    opts.Logger,
+		sem:    make(chan struct{}, opts.MaxInFlight),
+		slots:  make([]coapSlot, opts.Conns),
+		tick:   newPeriodic(tick),
+		ctx:    ctx,
+		cancel: cancel,
+	}
+}
+
+func (p *coapPeer) URL() string { return p.url }
+
+// conn returns a live connection, dialling one if its slot is empty or
+// its connection ended (peer closed it, socket error).
+func (p *coapPeer) conn(ctx context.Context) (coapConn, error) {
+	s := &p.slots[int(p.next.Add(1))%len(p.slots)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p.ctx.Err() != nil {
+		return nil, ErrClosed
+	}
+	if s.cc != nil && s.cc.Context().Err() == nil {
+		return s.cc, nil
+	}
+	if s.cc != nil {
+		_ = s.cc.Close()
+		s.cc = nil
+	}
+	cc, err := p.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.cc = cc
+	return cc, nil
+}
+
+func (p *coapPeer) coapErrors(err error) {
+	p.log.Debug("coap client", "peer", p.url, "err", err)
+}
+
+func (p *coapPeer) dial(ctx context.Context) (coapConn, error) {
+	common := []interface {
+		udp.Option
+		tcp.Option
+	}{
+		options.WithErrors(p.coapErrors),
+		options.WithPeriodicRunner(p.tick.add),
+		// go-coap serializes requests unless told otherwise (both limits
+		// default to 1); MaxInFlight bounds them instead.
+		options.WithLimitClientParallelRequest(0),
+		options.WithLimitClientEndpointParallelRequest(0),
+		options.WithBlockwise(false, blockwise.SZX1024, 10*time.Second),
+		options.WithReceivedMessageQueueSize(64),
+		options.WithCloseSocket(),
+	}
+	if p.ep.transport == transportUDP {
+		ra, err := net.ResolveUDPAddr("udp", p.ep.addr)
+		if err != nil {
+			return nil, err
+		}
+		c, err := net.DialUDP("udp", nil, ra)
+		if err != nil {
+			return nil, err
+		}
+		_ = c.SetReadBuffer(udpSocketBuffer)
+		_ = c.SetWriteBuffer(udpSocketBuffer)
+		opts := []udp.Option{options.WithTransmission(uint32(p.opts.MaxInFlight), p.opts.AckTimeout, uint32(p.opts.MaxRetransmit))}
+		for _, o := range common {
+			opts = append(opts, o)
+		}
+		return udp.Client(c, opts...), nil
+	}
+	network := "tcp"
+	if p.ep.transport == transportUnix {
+		network = "unix"
+	}
+	d := net.Dialer{Timeout: p.opts.DialTimeout}
+	c, err := d.DialContext(ctx, network, p.ep.addr)
+	if err != nil {
+		return nil, err
+	}
+	opts := []tcp.Option{options.WithMaxMessageSize(64 << 10)}
+	for _, o := range common {
+		opts = append(opts, o)
+	}
+	cc, err := tcp.Client(c, opts...)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return cc, nil
+}
+
+// acquire takes one of MaxInFlight slots.
+func (p *coapPeer) acquire(ctx context.Context) error {
+	select {
+	case p.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-p.ctx.Done():
+		return ErrClosed
+	}
+}
+
+func (p *coapPeer) release() { <-p.sem }
+
+func (p *coapPeer) refOption(ref eris.Ref) message.Option {
+	return message.Option{ID: message.URIQuery, Value: []byte(ref.String())}
+}
+
+// GetBlock fetches and verifies one block.
+func (p *coapPeer) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
+	b, err := p.get(ctx, ref)
+	if err == nil {
+		err = ref.Verify(b)
+	}
+	if err != nil {
+		return nil, peerErr(p.url, "get", ref, err)
+	}
+	return b, nil
+}
+
+func (p *coapPeer) get(ctx context.Context, ref eris.Ref) ([]byte, error) {
+	if err := p.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer p.release()
+	cc, err := p.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	token, err := message.GetToken()
+	if err != nil {
+		return nil, err
+	}
+	var (
+		body []byte
+		size int64 // block size of the transfer, from the first Block2
+	)
+	for num := int64(0); ; {
+		req, err := cc.NewGetRequest(ctx, p.ep.blocksPath(), p.refOption(ref))
+		if err != nil {
+			return nil, err
+		}
+		// One token for the whole transfer lets the server continue the
+		// representation it already has (go-coap keys it by token).
+		req.SetToken(token)
+		if num > 0 {
+			opt, err := blockwise.EncodeBlockOption(szxOf(size), num, false)
+			if err != nil {
+				cc.ReleaseMessage(req)
+				return nil, err
+			}
+			req.SetOptionUint32(message.Block2, opt)
+		}
+		resp, err := cc.Do(req)
+		cc.ReleaseMessage(req)
+		if err != nil {
+			return nil, p.transportErr(ctx, err)
+		}
+		more, err := p.appendBlock2(resp, &body, &size, num)
+		cc.ReleaseMessage(resp)
+		if err != nil || !more {
+			return body, err
+		}
+		num = int64(len(body)) / size
+	}
+}
+
+// appendBlock2 checks one response of a GET and appends its payload.
+func (p *coapPeer) appendBlock2(resp *pool.Message, body *[]byte, size *int64, num int64) (more bool, err error) {
+	switch resp.Code() {
+	case codes.Content:
+	case codes.NotFound:
+		return false, eris.ErrNotFound
+	default:
+		return false, statusErr(resp)
+	}
+	payload, err := resp.ReadBody()
+	if err != nil {
+		return false, err
+	}
+	opt, err := resp.GetOptionUint32(message.Block2)
+	if err != nil { // the whole representation at once
+		if num != 0 {
+			return false, errors.New("peer stopped block-wise transfer")
+		}
+		if len(payload) > eris.BlockSize32K {
+			return false, fmt.Errorf("%w: response of %d bytes", eris.ErrCorrupt, len(payload))
+		}
+		*body = payload
+		return false, nil
+	}
+	szx, n, more, err := blockwise.DecodeBlockOption(opt)
+	if err != nil {
+		return false, err
+	}
+	bs := blockSize(szx)
+	if num == 0 {
+		*size = bs
+	}
+	switch {
+	case n*bs != int64(len(*body)):
+		return false, fmt.Errorf("peer sent block %d (size %d) at offset %d", n, bs, len(*body))
+	case bs != *size:
+		return false, fmt.Errorf("peer changed block size from %d to %d", *size, bs)
+	case more && (len(payload) == 0 || int64(len(payload))%bs != 0):
+		return false, fmt.Errorf("peer sent a partial block of %d bytes before the last", len(payload))
+	case len(*body)+len(payload) > eris.BlockSize32K:
+		return false, fmt.Errorf("%w: peer sends more than %d bytes", eris.ErrCorrupt, eris.BlockSize32K)
+	}
+	if *body == nil {
+		*body = make([]byte, 0, eris.BlockSize32K)
+	}
+	*body = append(*body, payload...)
+	return more, nil
+}
+
+// blockSize is the size of a block of a block-wise transfer; BERT (szx 7,
+// RFC 8323 §6) counts in 1 KiB units.
+func blockSize(szx blockwise.SZX) int64 {
+	if szx >= blockwise.SZXBERT {
+		return 1024
+	}
+	return 16 << szx
+}
+
+func szxOf(size int64) blockwise.SZX {
+	for szx := blockwise.SZX16; szx < blockwise.SZXBERT; szx++ {
+		if 16<<szx == size {
+			return szx
+		}
+	}
+	return blockwise.SZX1024
+}
+
+// PutBlock stores a block with PUT <store>/blocks?<REF>. Over UDP a 32 KiB
+// block goes as 32 Block1 blocks of 1 KiB (RFC 7959); over TCP and Unix
+// sockets as one message.
+func (p *coapPeer) PutBlock(ctx context.Context, ref eris.Ref, block []byte) error {
+	if err := p.put(ctx, ref, block); err != nil {
+		return peerErr(p.url, "put", ref, err)
+	}
+	return nil
+}
+
+func (p *coapPeer) put(ctx context.Context, ref eris.Ref, block []byte) error {
+	if err := p.acquire(ctx); err != nil {
+		return err
+	}
+	defer p.release()
+	cc, err := p.conn(ctx)
+	if err != nil {
+		return err
+	}
+	const bs = 1024
+	chunked := p.ep.transport == transportUDP && len(block) > bs
+	token, err := message.GetToken()
+	if err != nil {
+		return err
+	}
+	for off := 0; ; off += bs {
+		part := block
+		more := false
+		if chunked {
+			part = block[off:min(off+bs, len(block))]
+			more = off+bs < len(block)
+		}
+		req, err := cc.NewPutRequest(ctx, p.ep.blocksPath(), message.AppOctets, bytes.NewReader(part), p.refOption(ref))
+		if err != nil {
+			return err
+		}
+		req.SetToken(token)
+		if chunked {
+			opt, err := blockwise.EncodeBlockOption(blockwise.SZX1024, int64(off/bs), more)
+			if err != nil {
+				cc.ReleaseMessage(req)
+				return err
+			}
+			req.SetOptionUint32(message.Block1, opt)
+			req.SetOptionUint32(message.Size1, uint32(len(block)))
+		}
+		resp, err := cc.Do(req)
+		cc.ReleaseMessage(req)
+		if err != nil {
+			return p.transportErr(ctx, err)
+		}
+		code := resp.Code()
+		err = nil
+		switch {
+		case more && code == codes.Continue:
+		case !more && (code == codes.Created || code == codes.Changed):
+		default:
+			err = statusErr(resp)
+		}
+		cc.ReleaseMessage(resp)
+		if err != nil || !more {
+			return err
+		}
+	}
+}
+
+// transportErr prefers the caller's context error (deadline, cancel) over
+// go-coap's wording of it.
+func (p *coapPeer) transportErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if p.ctx.Err() != nil {
+		return ErrClosed
+	}
+	return err
+}
+
+// statusErr describes an unexpected CoAP response.
+func statusErr(resp *pool.Message) error {
+	diag, _ := resp.ReadBody()
+	if len(diag) > 200 {
+		diag = diag[:200]
+	}
+	return &StatusError{Code: coapCodeString(resp.Code()), Diagnostic: string(bytes.ToValidUTF8(diag, nil))}
+}
+
+// coapCodeString writes a code as RFC 7252 does: "4.04 NotFound".
+func coapCodeString(c codes.Code) string {
+	return fmt.Sprintf("%d.%02d %v", c>>5, c&31, c)
+}
+
+// Close closes the peer's connections and waits for their goroutines.
+func (p *coapPeer) Close() error {
+	p.once.do(func() {
+		p.cancel()
+		var done []<-chan struct{}
+		for i := range p.slots {
+			s := &p.slots[i]
+			s.mu.Lock()
+			if s.cc != nil {
+				_ = s.cc.Close()
+				done = append(done, s.cc.Done())
+				s.cc = nil
+			}
+			s.mu.Unlock()
+		}
+		for _, d := range done {
+			select {
+			case <-d:
+			case <-time.After(5 * time.Second):
+				p.log.Warn("coap connection did not end", "peer", p.url)
+			}
+		}
+		p.tick.stop()
+	})
+	return nil
+}

@@ -1,0 +1,147 @@
+package fetcher
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"erismount/eris"
+)
+
+// httpPeer is an ERIS-over-HTTP store: GET <prefix>/uri-res/N2R?urn:blake2b:<REF>
+// (RFC 2169) and PUT of a block to the same URL.
+type httpPeer struct {
+	url    string
+	base   string // scheme://host:port/prefix/uri-res/N2R?urn:blake2b:
+	client *http.Client
+	own    *http.Transport // closed by Close when we made it
+	sem    chan struct{}
+}
+
+func newHTTPPeer(ep endpoint, opts ClientOptions) *httpPeer {
+	p := &httpPeer{
+		url:  ep.String(),
+		base: ep.scheme + "://" + ep.addr + ep.path + n2rPath + "?" + urnPrefix,
+		sem:  make(chan struct{}, opts.MaxInFlight),
+	}
+	if opts.HTTPClient != nil {
+		p.client = opts.HTTPClient
+	} else {
+		p.own = http.DefaultTransport.(*http.Transport).Clone()
+		p.own.MaxIdleConnsPerHost = opts.MaxInFlight
+		p.own.ResponseHeaderTimeout = 30 * time.Second
+		p.client = &http.Client{Transport: p.own}
+	}
+	return p
+}
+
+func (p *httpPeer) URL() string { return p.url }
+
+func (p *httpPeer) acquire(ctx context.Context) error {
+	select {
+	case p.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// GetBlock fetches and verifies one block.
+func (p *httpPeer) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
+	b, err := p.get(ctx, ref)
+	if err == nil {
+		err = ref.Verify(b)
+	}
+	if err != nil {
+		return nil, peerErr(p.url, "get", ref, err)
+	}
+	return b, nil
+}
+
+func (p *httpPeer) get(ctx context.Context, ref eris.Ref) ([]byte, error) {
+	if err := p.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer func() { <-p.sem }()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.base+ref.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		return nil, eris.ErrNotFound
+	default:
+		return nil, httpStatusErr(resp)
+	}
+	if resp.ContentLength > eris.BlockSize32K {
+		return nil, fmt.Errorf("%w: response of %d bytes", eris.ErrCorrupt, resp.ContentLength)
+	}
+	b := make([]byte, 0, eris.BlockSize32K)
+	buf := bytes.NewBuffer(b)
+	n, err := buf.ReadFrom(io.LimitReader(resp.Body, eris.BlockSize32K+1))
+	if err != nil {
+		return nil, err
+	}
+	if n > eris.BlockSize32K {
+		return nil, fmt.Errorf("%w: response of more than %d bytes", eris.ErrCorrupt, eris.BlockSize32K)
+	}
+	return buf.Bytes(), nil
+}
+
+// PutBlock stores a block with PUT <prefix>/uri-res/N2R?urn:blake2b:<REF>;
+// the server answers 201 Created (or 200/204) once it has checked and
+// stored it.
+func (p *httpPeer) PutBlock(ctx context.Context, ref eris.Ref, block []byte) error {
+	if err := p.put(ctx, ref, block); err != nil {
+		return peerErr(p.url, "put", ref, err)
+	}
+	return nil
+}
+
+func (p *httpPeer) put(ctx context.Context, ref eris.Ref, block []byte) error {
+	if err := p.acquire(ctx); err != nil {
+		return err
+	}
+	defer func() { <-p.sem }()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, p.base+ref.String(), bytes.NewReader(block))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusCreated, http.StatusOK, http.StatusNoContent:
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		return nil
+	default:
+		return httpStatusErr(resp)
+	}
+}
+
+func httpStatusErr(resp *http.Response) error {
+	diag, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+	return &StatusError{Code: resp.Status, Diagnostic: strings.TrimSpace(string(bytes.ToValidUTF8(diag, nil)))}
+}
+
+// Close closes idle connections of a transport the peer made itself.
+func (p *httpPeer) Close() error {
+	if p.own != nil {
+		p.own.CloseIdleConnections()
+	}
+	return nil
+}

@@ -1,0 +1,99 @@
+package fetcher
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"erismount/eris"
+)
+
+// Peer is a remote block store: a CoAP or HTTP endpoint holding blocks.
+//
+// GetBlock verifies every block (size and Blake2b-256 against the
+// reference) before returning it; a missing block is an error matching
+// eris.ErrNotFound, and every error is a *PeerError naming the peer.
+type Peer interface {
+	eris.BlockGetter
+	eris.BlockPutter
+	// Close ends the peer's connections and waits for their goroutines.
+	Close() error
+	// URL is the peer's URL with defaults filled in (port, store path).
+	URL() string
+}
+
+// ClientOptions configure a Peer. The zero value is ready to use.
+type ClientOptions struct {
+	// Logger receives connection events; nil discards.
+	Logger *slog.Logger
+	// Conns is the number of sockets (CoAP over UDP, default 4) or
+	// connections (TCP and Unix, default 2) a peer spreads requests over.
+	// go-coap handles the traffic of one connection in one goroutine, so
+	// several keep both ends busy on more than one core.
+	Conns int
+	// MaxInFlight bounds the requests in flight to the peer (default 64);
+	// more wait. Over UDP each request is one exchange at a time
+	// (block-wise transfers are sequential), so this is also the number of
+	// outstanding confirmable messages (RFC 7252's NSTART).
+	MaxInFlight int
+	// DialTimeout bounds connecting over TCP or a Unix socket (default 5s).
+	DialTimeout time.Duration
+	// AckTimeout and MaxRetransmit set CoAP-over-UDP retransmission
+	// (RFC 7252 §4.8; defaults 2s and 4). Zero means the default.
+	AckTimeout    time.Duration
+	MaxRetransmit int
+	// HTTPClient is used for http(s) peers; nil means a client with its own
+	// transport keeping MaxInFlight connections to the host.
+	HTTPClient *http.Client
+}
+
+func (o *ClientOptions) fill(t transport) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Conns <= 0 {
+		o.Conns = 2
+		if t == transportUDP {
+			o.Conns = 4
+		}
+	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = 64
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = 5 * time.Second
+	}
+	if o.AckTimeout <= 0 {
+		o.AckTimeout = 2 * time.Second
+	}
+	if o.MaxRetransmit <= 0 {
+		o.MaxRetransmit = 4
+	}
+}
+
+// Dial returns a Peer for a store URL:
+//
+//	coap://host[:5683][/store-path]       CoAP over UDP (block-wise for 32 KiB)
+//	coap+tcp://host[:5683][/store-path]   CoAP over TCP
+//	coap+unix:///path/to.sock             CoAP (RFC 8323 framing) over a Unix socket
+//	http[s]://host[:port][/prefix]        ERIS over HTTP (RFC 2169 N2R)
+//
+// The CoAP store path defaults to /.well-known/eris. Dial only checks the
+// URL: connections are made by the first request and made again after
+// they break, so a peer that is down now is reported by GetBlock (and
+// skipped by a Pool), not by Dial. ctx is not retained.
+func Dial(ctx context.Context, rawURL string, opts ClientOptions) (Peer, error) {
+	ep, err := parseEndpoint(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	opts.fill(ep.transport)
+	if ep.transport == transportHTTP {
+		return newHTTPPeer(ep, opts), nil
+	}
+	return newCoAPPeer(ep, opts), nil
+}

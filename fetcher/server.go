@@ -1,0 +1,176 @@
+package fetcher
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"erismount/eris"
+)
+
+// ServerOptions configure a Server. The zero value serves blocks read-only.
+type ServerOptions struct {
+	// AllowPut lets clients store blocks with PUT or POST. Every uploaded
+	// body is checked (size 1024 or 32768, Blake2b-256 equal to the
+	// reference in the query) before it reaches the store.
+	AllowPut bool
+	// Logger receives request errors and listener events; nil discards.
+	Logger *slog.Logger
+	// StoreTimeout bounds one store call (default 10s).
+	StoreTimeout time.Duration
+	// Workers bounds the requests handled at once per CoAP listener
+	// (default 64); further datagrams wait in the socket buffer.
+	Workers int
+	// IdleTimeout drops the state kept for a silent CoAP-over-UDP client
+	// (default 60s).
+	IdleTimeout time.Duration
+}
+
+func (o *ServerOptions) fill() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.StoreTimeout <= 0 {
+		o.StoreTimeout = 10 * time.Second
+	}
+	if o.Workers <= 0 {
+		o.Workers = 64
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = time.Minute
+	}
+}
+
+// Server serves blocks from a store over CoAP (UDP, TCP, Unix socket) and
+// HTTP. Each Listen starts one listener; Close stops them all.
+type Server struct {
+	store eris.BlockStore
+	opts  ServerOptions
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	closed bool
+	// listeners maps each running listener to the function that stops
+	// watching its context.
+	listeners map[listener]func() bool
+}
+
+// listener is one running endpoint. stop closes it and waits for every
+// goroutine it started; concurrent and repeated calls all wait for the
+// end (see stopOnce).
+type listener interface {
+	stop()
+}
+
+// stopOnce runs a stop function once; every caller of do waits for it.
+type stopOnce struct {
+	once sync.Once
+	done chan struct{}
+}
+
+func (o *stopOnce) do(f func()) {
+	o.once.Do(func() {
+		o.done = make(chan struct{})
+		defer close(o.done)
+		f()
+	})
+	<-o.done
+}
+
+// NewServer returns a server over store. It listens nowhere until Listen.
+func NewServer(store eris.BlockStore, opts ServerOptions) *Server {
+	opts.fill()
+	return &Server{store: store, opts: opts, log: opts.Logger, listeners: make(map[listener]func() bool)}
+}
+
+// Listen starts serving on rawURL and returns the URL it really listens on
+// (with the port chosen when the URL asks for port 0):
+//
+//	coap://127.0.0.1:5683[/store-path]   CoAP over UDP, block-wise for 32 KiB
+//	coap+tcp://127.0.0.1:5683[/store]    CoAP over TCP (RFC 8323)
+//	coap+unix:///run/erismount.sock      RFC 8323 framing on a Unix socket
+//	http://127.0.0.1:8080[/prefix]       GET/PUT <prefix>/uri-res/N2R?urn:blake2b:<REF>
+//
+// CoAP stores default to the path /.well-known/eris and serve the resource
+// <store>/blocks?<REF>. The listener stops when ctx is cancelled or the
+// server is closed.
+func (s *Server) Listen(ctx context.Context, rawURL string) (string, error) {
+	ep, err := parseEndpoint(rawURL)
+	if err != nil {
+		return "", err
+	}
+	if ep.scheme == "https" {
+		return "", fmt.Errorf("%w %q: the server does not serve https; put a TLS proxy in front", ErrBadURL, rawURL)
+	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return "", ErrClosed
+	}
+	var (
+		l    listener
+		addr string
+	)
+	switch ep.transport {
+	case transportUDP:
+		l, addr, err = s.listenUDP(ep)
+	case transportTCP, transportUnix:
+		l, addr, err = s.listenStream(ep)
+	default:
+		l, addr, err = s.listenHTTP(ep)
+	}
+	if err != nil {
+		return "", fmt.Errorf("fetcher: listen on %s: %w", rawURL, err)
+	}
+	ep.addr = addr
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		l.stop()
+		return "", ErrClosed
+	}
+	s.listeners[l] = context.AfterFunc(ctx, func() { s.remove(l) })
+	s.mu.Unlock()
+	s.log.Info("serving blocks", "url", ep.String(), "put", s.opts.AllowPut)
+	return ep.String(), nil
+}
+
+// remove stops a listener whose context ended and forgets it. It stays in
+// the map while it stops, so that a concurrent Close waits for it too.
+func (s *Server) remove(l listener) {
+	l.stop()
+	s.mu.Lock()
+	delete(s.listeners, l)
+	s.mu.Unlock()
+}
+
+// Close stops every listener and waits for their goroutines to end.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	ls := make(map[listener]func() bool, len(s.listeners))
+	for l, unwatch := range s.listeners {
+		ls[l] = unwatch
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for l, unwatch := range ls {
+		unwatch()
+		wg.Go(l.stop)
+	}
+	wg.Wait()
+	s.mu.Lock()
+	for l := range ls {
+		delete(s.listeners, l)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// storeCtx bounds one store call.
+func (s *Server) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.opts.StoreTimeout)
+}

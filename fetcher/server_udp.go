@@ -1,0 +1,249 @@
+package fetcher
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/pool"
+	"github.com/plgd-dev/go-coap/v3/mux"
+	coapnet "github.com/plgd-dev/go-coap/v3/net"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+	"github.com/plgd-dev/go-coap/v3/options/config"
+	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+	udpserver "github.com/plgd-dev/go-coap/v3/udp/server"
+
+	"erismount/eris"
+)
+
+// udpSocketBuffer is the kernel buffer asked for on every CoAP/UDP socket.
+// With dozens of block-wise transfers in flight the default (~208 KiB)
+// overflows and every lost datagram costs a retransmission timeout. The
+// kernel caps it at net.core.rmem_max / wmem_max.
+const udpSocketBuffer = 4 << 20
+
+// maxUDPClients bounds the per-client state a UDP listener keeps.
+const maxUDPClients = 4096
+
+// udpListener is CoAP over UDP. It does not use go-coap's udp.Server,
+// whose read loop runs CheckExpirations over every structure of the
+// sending client's connection for each datagram it reads, including a
+// response cache that keeps every response for EXCHANGE_LIFETIME (247 s):
+// the cost of a datagram grows with the number of recent responses, and
+// 64 concurrent 32 KiB transfers all time out. This loop keeps one go-coap
+// connection per client address, built from go-coap's exported parts
+// (udp/server.NewSession, udp/client.NewConnWithOpts), without that
+// response cache, and expires state once a second instead of per datagram.
+//
+// Without the response cache a retransmitted request is answered again
+// rather than replayed: GET and PUT of content-addressed blocks are
+// idempotent, so that is safe (RFC 7252 §4.5 allows it).
+type udpListener struct {
+	s       *Server
+	raw     *net.UDPConn
+	conn    *coapnet.UDPConn
+	wild    bool // bound to 0.0.0.0 or [::]: read control messages to reply from the right address
+	handler mux.Handler
+	mpool   *pool.Pool
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	work   *workers
+
+	mu      sync.Mutex
+	clients map[netip.AddrPort]*udpClientState
+
+	wg   sync.WaitGroup // read loop and sweeper
+	once stopOnce
+}
+
+type udpClientState struct {
+	cc       *udpclient.Conn
+	done     context.CancelFunc // ends the connection's goroutines
+	lastSeen atomic.Int64       // unix nanoseconds
+}
+
+// noResponseCache is a udp/client.MessageCache that keeps nothing.
+type noResponseCache struct{}
+
+func (noResponseCache) Load(string, *pool.Message) (bool, error) { return false, nil }
+func (noResponseCache) Store(string, *pool.Message) error        { return nil }
+func (noResponseCache) CheckExpirations(time.Time)               {}
+
+func (s *Server) listenUDP(ep endpoint) (listener, string, error) {
+	ua, err := net.ResolveUDPAddr("udp", ep.addr)
+	if err != nil {
+		return nil, "", err
+	}
+	raw, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, "", err
+	}
+	_ = raw.SetReadBuffer(udpSocketBuffer)
+	_ = raw.SetWriteBuffer(udpSocketBuffer)
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &udpListener{
+		s:       s,
+		raw:     raw,
+		conn:    coapnet.NewUDPConn("udp", raw, coapnet.WithErrors(s.coapErrors)),
+		wild:    ua.IP == nil || ua.IP.IsUnspecified(),
+		handler: s.coapHandler(ep.blocksPath()),
+		mpool:   pool.New(1024, 2048),
+		ctx:     ctx,
+		cancel:  cancel,
+		work:    newWorkers(ctx, s.opts.Workers),
+		clients: make(map[netip.AddrPort]*udpClientState),
+	}
+	l.wg.Add(2)
+	go l.readLoop()
+	go l.sweep()
+	return l, raw.LocalAddr().String(), nil
+}
+
+func (l *udpListener) readLoop() {
+	defer l.wg.Done()
+	// One byte more than the largest message, to notice oversized ones.
+	buf := make([]byte, 64<<10+1)
+	for {
+		var (
+			n   int
+			ap  netip.AddrPort
+			cm  *coapnet.ControlMessage
+			err error
+		)
+		if l.wild {
+			var ra *net.UDPAddr
+			n, err = l.conn.ReadWithOptions(buf, coapnet.WithGetRemoteAddr(&ra), coapnet.WithGetControlMessage(&cm))
+			if err == nil {
+				ap = ra.AddrPort()
+			}
+		} else {
+			n, ap, err = l.raw.ReadFromUDPAddrPort(buf)
+		}
+		if err != nil {
+			if l.ctx.Err() != nil || errors.Is(err, net.ErrClosed) || errors.Is(err, coapnet.ErrConnectionIsClosed) {
+				return
+			}
+			l.s.log.Debug("coap udp read", "err", err)
+			continue
+		}
+		if n > 64<<10 {
+			continue
+		}
+		st := l.client(ap)
+		if st == nil {
+			continue
+		}
+		st.lastSeen.Store(time.Now().UnixNano())
+		if err := st.cc.Process(cm, buf[:n]); err != nil {
+			var malformed *udpclient.MalformedMessageError
+			if !errors.As(err, &malformed) {
+				l.drop(ap, st)
+			}
+			l.s.log.Debug("coap udp datagram dropped", "from", ap, "err", err)
+		}
+	}
+}
+
+// client returns the connection state for a client address, creating it.
+func (l *udpListener) client(ap netip.AddrPort) *udpClientState {
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if st := l.clients[ap]; st != nil {
+		return st
+	}
+	if len(l.clients) >= maxUDPClients || l.ctx.Err() != nil {
+		return nil
+	}
+	done, cancel := context.WithCancel(context.Background())
+	cfg := udpclient.DefaultConfig
+	cfg.Handler = mux.ToHandler[*udpclient.Conn](l.handler)
+	cfg.Errors = l.s.coapErrors
+	cfg.MessagePool = l.mpool
+	cfg.BlockwiseEnable = true
+	cfg.BlockwiseSZX = blockwise.SZX1024
+	cfg.BlockwiseTransferTimeout = 10 * time.Second
+	cfg.ReceivedMessageQueueSize = 64
+	cfg.ProcessReceivedMessage = func(req *pool.Message, cc *udpclient.Conn, h config.HandlerFunc[*udpclient.Conn]) {
+		l.work.run(func() { cc.ProcessReceivedMessageWithHandler(req, h) }, func() { cc.ReleaseMessage(req) })
+	}
+	session := udpserver.NewSession(l.ctx, done, l.conn, net.UDPAddrFromAddrPort(ap), cfg.MaxMessageSize, cfg.MTU, false, l.s.coapErrors)
+	cc := udpclient.NewConnWithOpts(session, &cfg,
+		udpclient.WithResponseMessageCache(noResponseCache{}),
+		udpclient.WithBlockWise(func(cc *udpclient.Conn) *blockwise.BlockWise[*udpclient.Conn] {
+			bw := blockwise.New(cc, cfg.BlockwiseTransferTimeout, cfg.Errors, func(t message.Token) (*pool.Message, bool) {
+				return cc.GetObservationRequest(t)
+			})
+			// A PUT body is one block: refuse more with 4.13 before buffering it.
+			bw.SetMaxReceiveBodySize(eris.BlockSize32K)
+			bw.SetReceivingMessagesCacheMaxEntries(256)
+			return bw
+		}),
+	)
+	st := &udpClientState{cc: cc, done: cancel}
+	l.clients[ap] = st
+	return st
+}
+
+// drop forgets a client and ends its connection.
+func (l *udpListener) drop(ap netip.AddrPort, st *udpClientState) {
+	l.mu.Lock()
+	if l.clients[ap] == st {
+		delete(l.clients, ap)
+	}
+	l.mu.Unlock()
+	_ = st.cc.Close()
+	st.done()
+}
+
+// sweep expires go-coap's per-connection state once a second (block-wise
+// transfers left unfinished) and forgets clients silent for IdleTimeout.
+func (l *udpListener) sweep() {
+	defer l.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case now := <-t.C:
+			l.mu.Lock()
+			all := make(map[netip.AddrPort]*udpClientState, len(l.clients))
+			for ap, st := range l.clients {
+				all[ap] = st
+			}
+			l.mu.Unlock()
+			idle := now.Add(-l.s.opts.IdleTimeout).UnixNano()
+			for ap, st := range all {
+				if st.lastSeen.Load() < idle || st.cc.Context().Err() != nil {
+					l.drop(ap, st)
+					continue
+				}
+				st.cc.CheckExpirations(now)
+			}
+		}
+	}
+}
+
+func (l *udpListener) stop() {
+	l.once.do(func() {
+		l.cancel()
+		_ = l.raw.Close()
+		l.wg.Wait()
+		l.mu.Lock()
+		all := l.clients
+		l.clients = make(map[netip.AddrPort]*udpClientState)
+		l.mu.Unlock()
+		for _, st := range all {
+			_ = st.cc.Close()
+			st.done()
+		}
+		l.work.wait()
+	})
+}
