@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"erismount/eris"
 )
@@ -21,6 +22,7 @@ type flights struct {
 	calls  map[eris.Ref]*call
 	closed bool
 	wg     sync.WaitGroup // fetch goroutines
+	merged atomic.Int64   // callers that joined a running fetch
 }
 
 type call struct {
@@ -32,17 +34,19 @@ type call struct {
 }
 
 // do returns fetch(ref)'s result, shared with concurrent callers of the
-// same ref; merged reports that the caller joined a fetch already running.
+// same ref.
 // The fetch runs in its own goroutine with a context that keeps the first
 // caller's values, ends when base ends or when every caller has left.
-func (f *flights) do(ctx, base context.Context, ref eris.Ref, fetch func(context.Context, eris.Ref) ([]byte, error)) (b []byte, merged bool, err error) {
+func (f *flights) do(ctx, base context.Context, ref eris.Ref, fetch func(context.Context, eris.Ref) ([]byte, error)) ([]byte, error) {
 	f.mu.Lock()
 	if f.closed {
 		f.mu.Unlock()
-		return nil, false, &eris.BlockError{Ref: ref, Err: fmt.Errorf("cache: get: %w", ErrClosed)}
+		return nil, &eris.BlockError{Ref: ref, Err: fmt.Errorf("cache: get: %w", ErrClosed)}
 	}
 	c, merged := f.calls[ref]
-	if !merged {
+	if merged {
+		f.merged.Add(1)
+	} else {
 		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		stop := context.AfterFunc(base, cancel)
 		c = &call{done: make(chan struct{}), cancel: cancel}
@@ -70,7 +74,7 @@ func (f *flights) do(ctx, base context.Context, ref eris.Ref, fetch func(context
 
 	select {
 	case <-c.done:
-		return c.b, merged, c.err
+		return c.b, c.err
 	case <-ctx.Done():
 		f.mu.Lock()
 		if c.waiters--; c.waiters == 0 {
@@ -82,7 +86,7 @@ func (f *flights) do(ctx, base context.Context, ref eris.Ref, fetch func(context
 			}
 		}
 		f.mu.Unlock()
-		return nil, merged, ctx.Err()
+		return nil, ctx.Err()
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
@@ -244,40 +245,48 @@ func openSQLite(path string, opts SQLiteOptions) (_ *SQLite, err error) {
 func prepareFile(path string) error {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("create directory %s: %w", dir, unwrapPath(err))
+		return fmt.Errorf("create its directory: %w", err)
 	}
 	fi, err := os.Stat(path)
 	switch {
 	case err == nil && fi.IsDir():
 		return errors.New("is a directory, not an SQLite file")
 	case err == nil && !fi.Mode().IsRegular():
-		return fmt.Errorf("is not a regular file (%s)", fi.Mode().Type())
+		return fmt.Errorf("is not a regular file (mode %v)", fi.Mode())
 	case errors.Is(err, fs.ErrNotExist):
 		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil && !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("create: %w", unwrapPath(err))
+			return fmt.Errorf("cannot create the file: %w", withoutPath(err))
 		}
 		if f != nil {
 			return f.Close()
 		}
 		return nil
 	case err != nil:
-		return unwrapPath(err)
+		return withoutPath(err)
 	}
-	// An existing file must at least be readable and writable by us; the
-	// check gives a plainer message than SQLite's "unable to open".
+	// An existing file must be readable and writable by us, and SQLite
+	// creates its -wal and -shm files beside it: checking gives plainer
+	// messages than SQLite's "unable to open database file".
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return unwrapPath(err)
+		return fmt.Errorf("cannot open the file for reading and writing: %w", withoutPath(err))
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := syscall.Access(dir, 0x2 /* W_OK */); err != nil {
+		return fmt.Errorf("its directory %s is not writable (%w); SQLite needs to create the -wal and -shm files there", dir, err)
+	}
+	return nil
 }
 
-// unwrapPath drops the path from an *fs.PathError: the caller names it.
-func unwrapPath(err error) error {
+// withoutPath drops the path from an *fs.PathError about the store's own
+// file: the caller names the file already.
+func withoutPath(err error) error {
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
-		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
+		return pe.Err
 	}
 	return err
 }

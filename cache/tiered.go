@@ -74,7 +74,6 @@ type tieredCounters struct {
 	memHits, memMisses                                  atomic.Int64
 	diskHits, diskMisses, diskDamaged, diskErrors       atomic.Int64
 	remoteHits, remoteMisses, remoteErrors, remoteWrong atomic.Int64
-	merged                                              atomic.Int64
 	wbDone, wbErrors, wbDropped                         atomic.Int64
 }
 
@@ -127,10 +126,7 @@ func (t *Tiered) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 		}
 		t.n.memMisses.Add(1)
 	}
-	b, merged, err := t.flights.do(ctx, t.ctx, ref, t.fetch)
-	if merged {
-		t.n.merged.Add(1)
-	}
+	b, err := t.flights.do(ctx, t.ctx, ref, t.fetch)
 	if err != nil {
 		return nil, err
 	}
@@ -304,7 +300,7 @@ func (t *Tiered) Stats() TieredStats {
 		RemoteMisses:     t.n.remoteMisses.Load(),
 		RemoteErrors:     t.n.remoteErrors.Load(),
 		RemoteCorrupt:    t.n.remoteWrong.Load(),
-		Merged:           t.n.merged.Load(),
+		Merged:           t.flights.merged.Load(),
 		WriteBacks:       t.n.wbDone.Load(),
 		WriteBackErrors:  t.n.wbErrors.Load(),
 		WriteBackDropped: t.n.wbDropped.Load(),
