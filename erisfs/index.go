@@ -120,22 +120,9 @@ func (c *codec) marshal(items []item) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("erisfs: encode path %q: %w", joinPath(it.path), err)
 		}
-		var e rawEntry
-		switch it.kind {
-		case Regular, Executable:
-			e.Type = typeRegular
-			if it.kind == Executable {
-				e.Type = typeExecutable
-			}
-			e.Content, err = it.cap.MarshalCBOR()
-		case Symlink:
-			e.Type = typeSymlink
-			e.Content, err = c.enc.Marshal(it.target)
-		default:
-			err = fmt.Errorf("kind %v has no index entry", it.kind)
-		}
+		e, err := c.entry(it)
 		if err != nil {
-			return nil, fmt.Errorf("erisfs: encode entry %q: %w", joinPath(it.path), err)
+			return nil, err
 		}
 		m[pathKey(k)] = e
 	}
@@ -149,16 +136,58 @@ func (c *codec) marshal(items []item) ([]byte, error) {
 	return b, nil
 }
 
+// entry is the index entry of it.
+func (c *codec) entry(it item) (rawEntry, error) {
+	var e rawEntry
+	var err error
+	switch it.kind {
+	case Regular, Executable:
+		e.Type = typeRegular
+		if it.kind == Executable {
+			e.Type = typeExecutable
+		}
+		e.Content, err = it.cap.MarshalCBOR()
+	case Symlink:
+		e.Type = typeSymlink
+		e.Content, err = c.enc.Marshal(it.target)
+	default:
+		err = fmt.Errorf("kind %v has no index entry", it.kind)
+	}
+	if err != nil {
+		return rawEntry{}, fmt.Errorf("erisfs: encode entry %q: %w", joinPath(it.path), err)
+	}
+	return e, nil
+}
+
 // badIndex is an error about the index as a whole, not one path.
 func badIndex(format string, args ...any) error {
 	return fmt.Errorf("erisfs: %w: %s", ErrInvalidIndex, fmt.Sprintf(format, args...))
 }
 
+// indexPrefix is how every deterministically encoded index starts: tag
+// 1701996916 (0xda 0x65726974), an array of 2, version 1. The entries map
+// follows.
+var indexPrefix = [...]byte{0xda, 0x65, 0x72, 0x69, 0x74, 0x82, 0x01}
+
+// decodedIndex is a decoded index with, for the check of its encoding, where
+// each entry's key and value were.
+type decodedIndex struct {
+	items  []item
+	prefix bool     // the bytes before the entries map are indexPrefix
+	head   bool     // the map's head is in its shortest form
+	keys   [][]byte // raw key of items[i], in the order of the index
+	values [][]byte
+}
+
 // decode parses an index into its items, checking everything that can be
 // checked one entry at a time. Relations between entries (duplicates, a
 // file used as a directory, entry count with directories) are checked when
-// the tree is built; the canonical encoding by checkCanonical.
-func (c *codec) decode(data []byte) ([]item, error) {
+// the tree is built, the deterministic encoding by checkCanonical.
+//
+// The entries map is walked pair by pair, in the order of the index, so
+// that its order can be checked; the CBOR library decodes each key and
+// value (UnmarshalFirst).
+func (c *codec) decode(data []byte) (*decodedIndex, error) {
 	if int64(len(data)) > c.limits.MaxIndexSize {
 		return nil, fmt.Errorf("erisfs: %w: index of %d bytes, limit %d", ErrLimit, len(data), c.limits.MaxIndexSize)
 	}
@@ -183,19 +212,71 @@ func (c *codec) decode(data []byte) ([]item, error) {
 	if version != IndexVersion {
 		return nil, badIndex("unsupported version %d, want %d", version, IndexVersion)
 	}
-	var entries map[pathKey]cbor.RawMessage
-	if err := c.dec.Unmarshal(top[1], &entries); err != nil {
-		return nil, c.cborError(err)
+	body := []byte(top[1]) // the last item: a suffix of data
+	n, headLen, shortest, err := mapHead(body)
+	if err != nil {
+		return nil, badIndex("entries: %v", err)
 	}
-	items := make([]item, 0, len(entries))
-	for k, e := range entries {
-		it, err := c.decodeEntry(k, e)
+	ri := &decodedIndex{
+		prefix: bytes.Equal(data[:len(data)-len(body)], indexPrefix[:]),
+		head:   shortest,
+		items:  make([]item, 0, max(n, 0)),
+	}
+	rest := body[headLen:]
+	for i := 0; n < 0 && len(rest) > 0 && rest[0] != 0xff || i < n; i++ {
+		var comps []string
+		after, err := c.text.UnmarshalFirst(rest, &comps)
+		if err != nil {
+			return nil, badIndex("map key %d (0x%x…) is not a path (array of text strings): %v", i, truncate(rest), err)
+		}
+		key := rest[:len(rest)-len(after)]
+		var e rawEntry
+		rest, err = c.dec.UnmarshalFirst(after, &e)
+		if err != nil {
+			return nil, invalid(joinPath(comps), "entry is not [type, content]: %v", err)
+		}
+		value := after[:len(after)-len(rest)]
+		it, err := c.decodeEntry(comps, e)
 		if err != nil {
 			return nil, err
 		}
-		items = append(items, it)
+		ri.items = append(ri.items, it)
+		ri.keys = append(ri.keys, key)
+		ri.values = append(ri.values, value)
 	}
-	return items, nil
+	return ri, nil
+}
+
+// mapHead reads the head of a CBOR map (RFC 8949 §3: major type 5): the
+// number of pairs (-1 for an indefinite length), the head's length, and
+// whether it is in its shortest form (§4.2.1).
+func mapHead(b []byte) (n, size int, shortest bool, err error) {
+	if len(b) == 0 || b[0]>>5 != 5 {
+		return 0, 0, false, errors.New("not a map")
+	}
+	ai := b[0] & 0x1f
+	switch {
+	case ai < 24:
+		return int(ai), 1, true, nil
+	case ai == 31:
+		return -1, 1, false, nil
+	case ai > 27:
+		return 0, 0, false, fmt.Errorf("malformed map head 0x%02x", b[0])
+	}
+	size = 1 + 1<<(ai-24) // 1, 2, 4 or 8 bytes of length
+	if len(b) < size {
+		return 0, 0, false, errors.New("truncated map head")
+	}
+	var v uint64
+	for _, x := range b[1:size] {
+		v = v<<8 | uint64(x)
+	}
+	// The CBOR library has checked the map against MaxMapPairs already.
+	if v > 1<<31 {
+		return 0, 0, false, fmt.Errorf("map of %d pairs", v)
+	}
+	min := [...]uint64{24, 1 << 8, 1 << 16, 1 << 32}[ai-24]
+	return int(v), size, v >= min, nil
 }
 
 // cborError translates the CBOR library's errors, naming the path of a
@@ -222,26 +303,18 @@ func (c *codec) cborError(err error) error {
 	return badIndex("%v", err)
 }
 
-func (c *codec) decodeEntry(k pathKey, raw cbor.RawMessage) (item, error) {
-	var comps []string
-	if err := c.text.Unmarshal([]byte(k), &comps); err != nil {
-		return item{}, badIndex("map key 0x%x is not a path (array of text strings): %v", truncate([]byte(k)), err)
-	}
-	p := joinPath(comps)
+func (c *codec) decodeEntry(comps []string, e rawEntry) (item, error) {
+	p := func() string { return joinPath(comps) }
 	if len(comps) > c.limits.MaxDepth {
-		return item{}, overLimit(p, "%d components, limit %d", len(comps), c.limits.MaxDepth)
+		return item{}, overLimit(p(), "%d components, limit %d", len(comps), c.limits.MaxDepth)
 	}
 	for _, name := range comps {
 		if why := checkName(name); why != "" {
-			return item{}, &PathError{Path: p, Reason: fmt.Sprintf("%s (component %q)", why, name), Err: ErrInvalidIndex, comps: comps}
+			return item{}, &PathError{Path: p(), Reason: fmt.Sprintf("%s (component %q)", why, name), Err: ErrInvalidIndex, comps: comps}
 		}
 		if len(name) > c.limits.MaxNameLen {
-			return item{}, overLimit(p, "component of %d bytes, limit %d", len(name), c.limits.MaxNameLen)
+			return item{}, overLimit(p(), "component of %d bytes, limit %d", len(name), c.limits.MaxNameLen)
 		}
-	}
-	var e rawEntry
-	if err := c.dec.Unmarshal(raw, &e); err != nil {
-		return item{}, invalid(p, "entry is not [type, content]: %v", err)
 	}
 	it := item{path: comps}
 	switch e.Type {
@@ -251,44 +324,58 @@ func (c *codec) decodeEntry(k pathKey, raw cbor.RawMessage) (item, error) {
 			it.kind = Executable
 		}
 		if err := it.cap.UnmarshalCBOR(e.Content); err != nil {
-			return item{}, invalid(p, "read capability: %v", err)
+			return item{}, invalid(p(), "read capability: %v", err)
 		}
 	case typeSymlink:
 		it.kind = Symlink
 		if err := c.text.Unmarshal(e.Content, &it.target); err != nil {
-			return item{}, invalid(p, "symlink target is not a text string: %v", err)
+			return item{}, invalid(p(), "symlink target is not a text string: %v", err)
 		}
 		if why := checkTarget(it.target); why != "" {
-			return item{}, invalid(p, "%s", why)
+			return item{}, invalid(p(), "%s", why)
 		}
 		if len(it.target) > c.limits.MaxTargetLen {
-			return item{}, overLimit(p, "symlink target of %d bytes, limit %d", len(it.target), c.limits.MaxTargetLen)
+			return item{}, overLimit(p(), "symlink target of %d bytes, limit %d", len(it.target), c.limits.MaxTargetLen)
 		}
 	default:
-		return item{}, invalid(p, "unknown entry type %d (want 0 file, 1 executable, 2 symlink)", e.Type)
+		return item{}, invalid(p(), "unknown entry type %d (want 0 file, 1 executable, 2 symlink)", e.Type)
 	}
 	return it, nil
 }
 
-// checkCanonical re-encodes items, which were decoded from data, and
-// requires the same bytes: the index must be the deterministic encoding
-// (RFC 8949 §4.2.1: shortest forms, definite lengths, keys sorted
-// bytewise) and hold nothing the items do not (no extra tags). The
-// ERIS-FS text requires deterministic CBOR; being strict also makes the
-// index bytes — and so the tree's URN — a function of the tree alone.
-func (c *codec) checkCanonical(data []byte, items []item) error {
-	want, err := c.marshal(items)
-	if err != nil {
-		return err
+// checkCanonical requires the deterministic encoding (RFC 8949 §4.2.1:
+// shortest forms, definite lengths, map keys sorted by the bytewise order
+// of their encodings, and here nothing the index does not need, such as
+// extra tags): the prefix and map head are checked as bytes, the keys'
+// order by comparing them, and each key and value by encoding what was
+// decoded from it again. The ERIS-FS text requires deterministic CBOR;
+// being strict also makes the index bytes — and so the tree's URN — a
+// function of the tree alone.
+func (c *codec) checkCanonical(ri *decodedIndex) error {
+	if !ri.prefix || !ri.head {
+		return badIndex("not deterministically encoded (RFC 8949 §4.2.1): the header is not %x followed by a map head in shortest form", indexPrefix)
 	}
-	if bytes.Equal(want, data) {
-		return nil
+	for i, it := range ri.items {
+		if i > 0 && bytes.Compare(ri.keys[i-1], ri.keys[i]) >= 0 {
+			return invalid(joinPath(it.path), "not deterministically encoded (RFC 8949 §4.2.1): map key not after the previous one in bytewise order")
+		}
+		key, err := c.enc.Marshal(it.path)
+		if err != nil {
+			return err
+		}
+		e, err := c.entry(it)
+		if err != nil {
+			return err
+		}
+		value, err := c.enc.Marshal(e)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(key, ri.keys[i]) || !bytes.Equal(value, ri.values[i]) {
+			return invalid(joinPath(it.path), "not deterministically encoded (RFC 8949 §4.2.1): entry is not in its shortest, definite-length form")
+		}
 	}
-	i := 0
-	for i < len(want) && i < len(data) && want[i] == data[i] {
-		i++
-	}
-	return badIndex("not deterministically encoded (RFC 8949 §4.2.1): first difference at byte %d of %d", i, len(data))
+	return nil
 }
 
 func truncate(b []byte) []byte {

@@ -114,7 +114,16 @@ func TestIndexBytes(t *testing.T) {
 	}
 }
 
-func TestHostileIndex(t *testing.T) {
+// hostileCase is an index the decoder must refuse, and how.
+type hostileCase struct {
+	name   string
+	data   []byte
+	opts   OpenOptions
+	err    error
+	substr string
+}
+
+func hostileIndexes(t testing.TB) []hostileCase {
 	rc := testCap(t)
 	capb := capBytes(t, rc)
 	bin, _ := rc.MarshalBinary()
@@ -125,13 +134,7 @@ func TestHostileIndex(t *testing.T) {
 	badText := []byte{0x62, 'a', 0xff} // text string "a\xff"
 	valid := rawIndex(nil, kv{key("a"), file})
 
-	cases := []struct {
-		name   string
-		data   []byte
-		opts   OpenOptions
-		err    error
-		substr string
-	}{
+	return []hostileCase{
 		{"empty input", nil, OpenOptions{}, ErrInvalidIndex, "EOF"},
 		{"not CBOR", []byte{0xff}, OpenOptions{}, ErrInvalidIndex, ""},
 		{"untagged", enc(t, []any{1, map[string]any{}}), OpenOptions{}, ErrInvalidIndex, ""},
@@ -186,6 +189,10 @@ func TestHostileIndex(t *testing.T) {
 		{"too many map pairs", manyEntries(t, 17, file), OpenOptions{Limits: Limits{MaxEntries: 16}}, ErrLimit, "more than 16 entries"},
 		{"index size", valid, OpenOptions{Limits: Limits{MaxIndexSize: int64(len(valid) - 1)}}, ErrLimit, "index of"},
 	}
+}
+
+func TestHostileIndex(t *testing.T) {
+	cases := hostileIndexes(t)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := parse(tc.data, nil, tc.opts)

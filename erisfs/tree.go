@@ -235,16 +235,16 @@ func parse(data []byte, g eris.BlockGetter, opts OpenOptions) (*Tree, error) {
 	if err != nil {
 		return nil, err
 	}
-	items, err := c.decode(data)
+	ri, err := c.decode(data)
 	if err != nil {
 		return nil, err
 	}
-	root, all, err := build(items, c.limits)
+	root, all, err := build(ri.items, c.limits)
 	if err != nil {
 		return nil, err
 	}
 	if strict {
-		if err := c.checkCanonical(data, items); err != nil {
+		if err := c.checkCanonical(ri); err != nil {
 			return nil, err
 		}
 	}
@@ -255,16 +255,16 @@ func parse(data []byte, g eris.BlockGetter, opts OpenOptions) (*Tree, error) {
 }
 
 // build turns items into entries, refusing duplicate paths and paths that
-// use a file as a directory. items is sorted in place.
+// use a file as a directory, then numbers them in a walk in sorted order.
 func build(items []item, l Limits) (*Entry, []*Entry, error) {
-	var all []*Entry
+	count := 0
 	newEntry := func(name string, parent *Entry, kind Kind) (*Entry, error) {
-		if len(all) >= l.MaxEntries {
+		count++
+		if count > l.MaxEntries {
 			return nil, fmt.Errorf("erisfs: %w: more than %d entries, directories included", ErrLimit, l.MaxEntries)
 		}
-		e := &Entry{name: name, parent: parent, kind: kind, ino: uint64(len(all) + 1)}
+		e := &Entry{name: name, parent: parent, kind: kind}
 		e.size.Store(-1)
-		all = append(all, e)
 		if parent != nil {
 			parent.children = append(parent.children, e)
 		}
@@ -279,53 +279,58 @@ func build(items []item, l Limits) (*Entry, []*Entry, error) {
 				return nil, nil, invalid("", "an entry for the root itself (a single-file tree) beside %d other entries", len(items)-1)
 			}
 			root, _ := newEntry("", nil, it.kind)
-			root.cap, root.target = it.cap, it.target
-			return root, all, nil
+			root.cap, root.target, root.ino = it.cap, it.target, 1
+			return root, []*Entry{root}, nil
 		}
 	}
 	root, _ := newEntry("", nil, Directory)
-	// In the order of component lists, a directory's entries follow it
-	// contiguously and sorted by name: the tree is built in one pass with a
-	// stack of open directories, and the entries are numbered in that walk.
-	slices.SortFunc(items, func(a, b item) int { return slices.Compare(a.path, b.path) })
-	stack := []*Entry{root} // stack[i] is the directory at depth i
-	var prev []string
+	type key struct {
+		dir  *Entry
+		name string
+	}
+	byName := make(map[key]*Entry, len(items))
 	for _, it := range items {
-		dir := it.path[:len(it.path)-1]
-		common := 0
-		for common < len(dir) && common < len(stack)-1 && stack[common+1].name == dir[common] {
-			common++
-		}
-		stack = stack[:common+1]
-		for _, name := range dir[common:] {
-			parent := stack[len(stack)-1]
-			if n := len(parent.children); n > 0 && parent.children[n-1].name == name {
-				// The sorted predecessor of this directory is an entry
-				// of the same name: a file used as a directory.
-				last := parent.children[n-1]
-				return nil, nil, invalid(last.Path(), "is a %v and also a directory (prefix of %q)", last.kind, joinPath(it.path))
+		dir := root
+		for _, name := range it.path[:len(it.path)-1] {
+			d := byName[key{dir, name}]
+			if d == nil {
+				var err error
+				if d, err = newEntry(name, dir, Directory); err != nil {
+					return nil, nil, err
+				}
+				byName[key{dir, name}] = d
+			} else if d.kind != Directory {
+				return nil, nil, invalid(d.Path(), "is a %v and also a directory (prefix of %q)", d.kind, joinPath(it.path))
 			}
-			d, err := newEntry(name, parent, Directory)
-			if err != nil {
-				return nil, nil, err
-			}
-			stack = append(stack, d)
+			dir = d
 		}
-		parent := stack[len(stack)-1]
 		name := it.path[len(it.path)-1]
-		if slices.Equal(prev, it.path) {
+		if old := byName[key{dir, name}]; old != nil {
+			if old.kind == Directory {
+				return nil, nil, invalid(joinPath(it.path), "is a %v and also a directory", it.kind)
+			}
 			return nil, nil, invalid(joinPath(it.path), "duplicate path")
 		}
-		if n := len(parent.children); n > 0 && parent.children[n-1].name == name {
-			return nil, nil, invalid(joinPath(it.path), "is a %v and also a directory", it.kind)
-		}
-		e, err := newEntry(name, parent, it.kind)
+		e, err := newEntry(name, dir, it.kind)
 		if err != nil {
 			return nil, nil, err
 		}
 		e.cap, e.target = it.cap, it.target
-		prev = it.path
+		byName[key{dir, name}] = e
 	}
+	// Number the entries in a walk in sorted order, directories before
+	// their contents: the same tree gets the same numbers.
+	all := make([]*Entry, 0, count)
+	var walk func(e *Entry)
+	walk = func(e *Entry) {
+		all = append(all, e)
+		e.ino = uint64(len(all))
+		slices.SortFunc(e.children, func(a, b *Entry) int { return strings.Compare(a.name, b.name) })
+		for _, c := range e.children {
+			walk(c)
+		}
+	}
+	walk(root)
 	return root, all, nil
 }
 
