@@ -120,24 +120,14 @@ func TestCopyInERIS(t *testing.T) {
 		}
 		store := scratchStore(t)
 		err := narinfo.CopyInERIS(ctx, p.n, p.acl, emptyCache(liar), store, narinfo.CopyInOptions{})
-		if !errors.Is(err, eris.ErrCorrupt) {
-			t.Fatalf("got %v, want an error matching eris.ErrCorrupt", err)
-		}
-		if got := storeEntries(t, store); len(got) != 0 {
-			t.Fatalf("store holds %v", got)
-		}
+		landsNothing(t, err, eris.ErrCorrupt, store)
 	})
 	t.Run("corrupting peer, index too", func(t *testing.T) {
 		liar := p.clonePeer(t)
 		liar.Fault = func(ref eris.Ref, b []byte) ([]byte, error) { b[0] ^= 1; return b, nil }
 		store := scratchStore(t)
 		err := narinfo.CopyInERIS(ctx, p.n, p.acl, emptyCache(liar), store, narinfo.CopyInOptions{})
-		if !errors.Is(err, eris.ErrCorrupt) {
-			t.Fatalf("got %v, want an error matching eris.ErrCorrupt", err)
-		}
-		if got := storeEntries(t, store); len(got) != 0 {
-			t.Fatalf("store holds %v", got)
-		}
+		landsNothing(t, err, eris.ErrCorrupt, store)
 	})
 	t.Run("altered NarHash re-signed", func(t *testing.T) {
 		bad := p.sum
@@ -179,6 +169,18 @@ func TestCopyInERIS(t *testing.T) {
 			t.Fatalf("got %v, want ErrNoERIS", err)
 		}
 	})
+}
+
+// landsNothing checks that a copy-in failed with an error matching want
+// and that the store directory stayed empty.
+func landsNothing(t *testing.T, err, want error, store string) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Fatalf("got %v, want an error matching %v", err, want)
+	}
+	if got := storeEntries(t, store); len(got) != 0 {
+		t.Fatalf("store holds %v after a failed copy-in", got)
+	}
 }
 
 // recorder notes every block fetched through it.
