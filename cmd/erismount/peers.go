@@ -2,9 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
+	"fmt"
 
 	"erismount/eris"
+	"erismount/fetcher"
 )
 
 // remote is where missing blocks come from: the pool of --peer peers.
@@ -13,12 +14,31 @@ type remote interface {
 	Close() error
 }
 
-// openRemote dials every --peer; nil (and no error) when there is none,
-// which means "offline: from the store only".
+// openRemote dials every --peer into a pool; nil (and no error) when there
+// is none, which means "offline: from the store only".
 func (a *app) openRemote(ctx context.Context) (remote, error) {
+	pool, err := a.openPool(ctx)
+	if pool == nil {
+		return nil, err
+	}
+	return pool, err
+}
+
+// openPool dials every --peer; nil when there is none.
+func (a *app) openPool(ctx context.Context) (*fetcher.Pool, error) {
 	if len(a.peers) == 0 {
 		return nil, nil
 	}
-	// Replaced by the fetcher.Pool wiring as soon as package fetcher lands.
-	return nil, usageError{errors.New("--peer: peers are not wired in yet")}
+	peers := make([]fetcher.Peer, 0, len(a.peers))
+	for _, u := range a.peers {
+		p, err := fetcher.Dial(ctx, u, fetcher.ClientOptions{Logger: a.log})
+		if err != nil {
+			for _, q := range peers {
+				q.Close()
+			}
+			return nil, usageError{fmt.Errorf("--peer %s: %w", u, err)}
+		}
+		peers = append(peers, p)
+	}
+	return fetcher.NewPool(peers, fetcher.PoolOptions{Logger: a.log}), nil
 }
