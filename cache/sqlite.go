@@ -34,7 +34,8 @@ const DefaultSoftQuota = 10 << 30
 type SQLiteOptions struct {
 	// SoftQuota is how many bytes of blocks the store keeps: after each
 	// write batch, least recently used unpinned blocks are evicted down to
-	// it. 0 means DefaultSoftQuota; Unlimited (negative) never evicts, as a
+	// it. 0 means DefaultSoftQuota; Unlimited (negative) evicts only what
+	// the hard cap demands, and with HardCap Unlimited never evicts, as a
 	// store that is the content of a server must not.
 	SoftQuota int64
 	// HardCap is never exceeded: a put that would pass it evicts unpinned
@@ -76,7 +77,7 @@ func (o *SQLiteOptions) fill() error {
 	if o.HardCap < 0 {
 		o.HardCap = Unlimited
 	}
-	if o.HardCap != Unlimited && (o.SoftQuota == Unlimited || o.SoftQuota > o.HardCap) {
+	if o.HardCap != Unlimited && o.SoftQuota > o.HardCap {
 		return fmt.Errorf("soft quota %d above hard cap %d", o.SoftQuota, o.HardCap)
 	}
 	if o.MaxBatch <= 0 {

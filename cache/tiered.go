@@ -122,6 +122,11 @@ func (t *Tiered) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 	if t.mem != nil {
 		if b, ok := t.mem.get(ref); ok {
 			t.n.memHits.Add(1)
+			if d, ok := t.disk.(*SQLite); ok {
+				// Keep the disk's LRU order true for blocks hot in
+				// memory, so they are not evicted from disk while in use.
+				d.touch(ref)
+			}
 			return bytes.Clone(b), nil
 		}
 		t.n.memMisses.Add(1)

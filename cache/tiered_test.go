@@ -389,3 +389,30 @@ func TestTieredConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTieredMemoryHitsKeepDiskCopy: a block served from memory again and
+// again counts as used on disk too, so the disk does not evict it while
+// other blocks flow through.
+func TestTieredMemoryHitsKeepDiskCopy(t *testing.T) {
+	hot := blocks(1, 1, eris.BlockSize32K)[0]
+	remote := eristest.NewStore()
+	putAll(t, remote, []testBlock{hot})
+	disk := openSQLite(t, cache.SQLiteOptions{SoftQuota: 10 * eris.BlockSize32K, TouchInterval: time.Hour})
+	tr := newTiered(t, cache.TieredOptions{Memory: cache.NewMemory(1 << 20), Disk: disk, Remote: remote})
+	get(t, tr, hot)
+	flush(t, tr)
+	for _, b := range blocks(100, 30, eris.BlockSize32K) {
+		putAll(t, disk, []testBlock{b})
+		get(t, tr, hot)
+		flush(t, disk)
+	}
+	if st := tr.Stats(); st.MemoryHits != 30 {
+		t.Fatalf("%d memory hits, want 30", st.MemoryHits)
+	}
+	if !has(t, disk, hot.ref) {
+		t.Error("a block hot in memory was evicted from disk")
+	}
+	if st := stats(t, disk); st.Evicted != 21 {
+		t.Errorf("%d blocks evicted, want 21", st.Evicted)
+	}
+}
