@@ -24,24 +24,12 @@ func TestSQLiteOpenPermission(t *testing.T) {
 		setup func(t *testing.T, dir string) string // returns the store path
 		says  string
 	}{
-		{"file not readable", func(t *testing.T, dir string) string {
-			path := newStoreFile(t, dir)
-			os.Chmod(path, 0o600)
-			return path
-		}, "cannot open the file for reading and writing: permission denied"},
-		{"file read-only", func(t *testing.T, dir string) string {
-			path := newStoreFile(t, dir)
-			os.Chmod(path, 0o644)
-			return path
-		}, "cannot open the file for reading and writing: permission denied"},
+		{"file not readable", storeWithMode(0o600), "cannot open the file for reading and writing: permission denied"},
+		{"file read-only", storeWithMode(0o644), "cannot open the file for reading and writing: permission denied"},
 		{"directory not writable", func(t *testing.T, dir string) string {
 			return filepath.Join(dir, "blocks.sqlite")
 		}, "cannot create the file: permission denied"},
-		{"directory not writable, file is", func(t *testing.T, dir string) string {
-			path := newStoreFile(t, dir)
-			os.Chmod(path, 0o666)
-			return path
-		}, "is not writable (permission denied); SQLite needs to create the -wal and -shm files"},
+		{"directory not writable, file is", storeWithMode(0o666), "is not writable (permission denied); SQLite needs to create the -wal and -shm files"},
 		{"parent not searchable", func(t *testing.T, dir string) string {
 			locked := filepath.Join(dir, "locked")
 			os.Mkdir(locked, 0o700)
@@ -77,18 +65,24 @@ func TestSQLiteOpenPermission(t *testing.T) {
 	}
 }
 
-// newStoreFile makes a valid, empty store in dir, owned by the test's user.
-func newStoreFile(t *testing.T, dir string) string {
-	t.Helper()
-	path := filepath.Join(dir, "blocks.sqlite")
-	s, err := cache.OpenSQLite(path, cache.SQLiteOptions{})
-	if err != nil {
-		t.Fatal(err)
+// storeWithMode makes a valid, empty store in dir, owned by the test's
+// user, with the given file mode.
+func storeWithMode(mode os.FileMode) func(t *testing.T, dir string) string {
+	return func(t *testing.T, dir string) string {
+		t.Helper()
+		path := filepath.Join(dir, "blocks.sqlite")
+		s, err := cache.OpenSQLite(path, cache.SQLiteOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		return path
 	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // openUp lets others reach dir (t.TempDir makes it and its parent 0700),

@@ -58,6 +58,12 @@ func (s *SQLite) newPin(ctx context.Context, name, owner string) (*Pin, error) {
 		return tx.conn.QueryRowContext(tx.ctx, `SELECT id FROM pins WHERE name = ? AND owner = ?`, name, owner).Scan(&p.id)
 	}})
 	if err != nil {
+		if owner != "" {
+			// The pin may still be created after ctx ended: drop it
+			// then. The writer runs this after the creation, so p.id
+			// is set by then (or 0, which drops nothing).
+			s.enqueue(op{kind: opFunc, fn: func(tx *writeTx) error { return dropPin(tx.ctx, tx.conn, p.id) }})
+		}
 		return nil, fmt.Errorf("cache: pin %q in %s: %w", name, s.path, err)
 	}
 	if owner != "" {

@@ -162,3 +162,25 @@ func TestMountPin(t *testing.T) {
 		t.Errorf("after Close, pins %+v remain", pins)
 	}
 }
+
+// TestMountPinCancelled: a mount pin whose creation is abandoned does not
+// stay behind.
+func TestMountPinCancelled(t *testing.T) {
+	s := openSQLite(t, cache.SQLiteOptions{})
+	for range 20 {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		p, err := s.PinMount(ctx, "urn:abandoned")
+		if err == nil { // the writer was quicker than the cancellation
+			if err := p.Release(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		} else if !errors.Is(err, context.Canceled) {
+			t.Fatalf("PinMount with a cancelled context: %v", err)
+		}
+	}
+	flush(t, s)
+	if pins, err := s.Pins(context.Background()); err != nil || len(pins) != 0 {
+		t.Errorf("pins left: %+v, %v", pins, err)
+	}
+}
