@@ -465,3 +465,24 @@ func (t *Tree) ReadFile(ctx context.Context, e *Entry) ([]byte, error) {
 	}
 	return nil, fmt.Errorf("erisfs: read %s: %w", displayPath(e.Path()), err)
 }
+
+// WalkBlocks visits the reference of every block of the tree: those of the
+// index, then those of each distinct file content in Ino order (eris.Walk:
+// internal nodes are fetched and verified, leaves only named). It is what
+// pinning or counting the blocks of a whole tree needs.
+func (t *Tree) WalkBlocks(ctx context.Context, visit func(ref eris.Ref, level int) error) error {
+	if err := eris.Walk(ctx, t.rc, t.g, visit); err != nil {
+		return fmt.Errorf("erisfs: blocks of the index: %w", err)
+	}
+	seen := make(map[eris.ReadCapability]bool)
+	for _, e := range t.all {
+		if !e.kind.IsFile() || seen[e.cap] {
+			continue
+		}
+		seen[e.cap] = true
+		if err := eris.Walk(ctx, e.cap, t.g, visit); err != nil {
+			return fmt.Errorf("erisfs: blocks of %s: %w", displayPath(e.Path()), err)
+		}
+	}
+	return nil
+}

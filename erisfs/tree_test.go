@@ -264,3 +264,24 @@ func TestOpenFailures(t *testing.T) {
 }
 
 func bytesReader(s string) *strings.Reader { return strings.NewReader(s) }
+
+func TestWalkBlocks(t *testing.T) {
+	ctx := t.Context()
+	s := spec{"a": regBytes(make([]byte, 70_000)), "b": regBytes(make([]byte, 70_000)), "c/d": reg("d"), "l": link("a")}
+	store := eristest.NewStore()
+	_, _, tree := roundTrip(t, ctx, s.writeDir(t), store)
+	seen := map[eris.Ref]int{}
+	if err := tree.WalkBlocks(ctx, func(ref eris.Ref, _ int) error { seen[ref]++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	// Every stored block is named, and a and b (equal) only once.
+	for _, ref := range store.Refs() {
+		if seen[ref] == 0 {
+			t.Errorf("block %s not visited", ref.Str())
+		}
+	}
+	a, _ := tree.Lookup("a")
+	if n := seen[a.Capability().Root()]; n != 1 {
+		t.Errorf("root of a visited %d times", n)
+	}
+}
