@@ -10,6 +10,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
@@ -230,7 +231,7 @@ func (p *coapPeer) get(ctx context.Context, ref eris.Ref) ([]byte, error) {
 		resp, err := cc.Do(req)
 		cc.ReleaseMessage(req)
 		if err != nil {
-			return nil, p.transportErr(ctx, err)
+			return nil, p.transportErr(ctx, cc, err)
 		}
 		more, err := p.appendBlock2(resp, &body, &size, num)
 		cc.ReleaseMessage(resp)
@@ -357,7 +358,7 @@ func (p *coapPeer) put(ctx context.Context, ref eris.Ref, block []byte) error {
 		resp, err := cc.Do(req)
 		cc.ReleaseMessage(req)
 		if err != nil {
-			return p.transportErr(ctx, err)
+			return p.transportErr(ctx, cc, err)
 		}
 		code := resp.Code()
 		err = nil
@@ -375,15 +376,25 @@ func (p *coapPeer) put(ctx context.Context, ref eris.Ref, block []byte) error {
 }
 
 // transportErr prefers the caller's context error (deadline, cancel) over
-// go-coap's wording of it.
-func (p *coapPeer) transportErr(ctx context.Context, err error) error {
+// go-coap's wording of it. A stream connection that failed a write is
+// closed, so that the next request dials a new one instead of failing on
+// it too (go-coap notices a broken connection only when a read fails).
+func (p *coapPeer) transportErr(ctx context.Context, cc coapConn, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
 	if p.ctx.Err() != nil {
 		return ErrClosed
 	}
+	if p.ep.transport != transportUDP && brokenConn(err) {
+		_ = cc.Close()
+	}
 	return err
+}
+
+func brokenConn(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // statusErr describes an unexpected CoAP response.

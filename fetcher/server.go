@@ -26,6 +26,10 @@ type ServerOptions struct {
 	// IdleTimeout drops the state kept for a silent CoAP-over-UDP client
 	// (default 60s).
 	IdleTimeout time.Duration
+	// CacheBlocks is how many 32 KiB blocks each CoAP listener keeps while
+	// it sends them in 1 KiB parts (default 256, 8 MiB), so that a
+	// block-wise transfer reads the store once.
+	CacheBlocks int
 }
 
 func (o *ServerOptions) fill() {
@@ -40,6 +44,9 @@ func (o *ServerOptions) fill() {
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = time.Minute
+	}
+	if o.CacheBlocks <= 0 {
+		o.CacheBlocks = 256
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
@@ -38,77 +39,177 @@ var coapCodes = map[result]codes.Code{
 	resInternal:         codes.InternalServerError,
 }
 
-// coapHandler serves <store>/blocks?<REF>: GET returns the block (2.05,
-// application/octet-stream) or 4.04; PUT and POST store a verified block
-// (2.01) when allowed. Errors carry a diagnostic payload.
-func (s *Server) coapHandler(blocksPath string) mux.Handler {
-	return mux.HandlerFunc(func(w mux.ResponseWriter, r *mux.Message) {
-		code := r.Code()
-		if code < codes.GET || code > codes.IPATCH {
-			return // not a request (empty, ping, response): nothing to answer
-		}
-		rep := s.serveCoAP(r, code, blocksPath)
-		s.respondCoAP(w, r, rep)
-	})
+// coapBlocks serves <store>/blocks?<REF> on one CoAP listener: GET returns
+// the block (2.05, application/octet-stream) or 4.04; PUT and POST store a
+// verified block (2.01) when allowed. Errors carry a diagnostic payload.
+// Block-wise transfer is done here (see coap_blockwise.go).
+type coapBlocks struct {
+	s          *Server
+	blocksPath string
+	udp        bool
+	recent     *lru.Cache[eris.Ref, []byte] // 32 KiB blocks being sent in parts
+	uploads    uploads
 }
 
-func (s *Server) serveCoAP(r *mux.Message, code codes.Code, blocksPath string) reply {
-	if p, err := r.Path(); err != nil || p != blocksPath {
-		return reply{res: resNotFound, diag: "no such resource, blocks are at " + blocksPath + "?<REF>"}
+func (s *Server) newCoAPBlocks(ep endpoint) *coapBlocks {
+	c := &coapBlocks{s: s, blocksPath: ep.blocksPath(), udp: ep.transport == transportUDP}
+	c.recent, _ = lru.New[eris.Ref, []byte](s.opts.CacheBlocks)
+	return c
+}
+
+func (c *coapBlocks) ServeCOAP(w mux.ResponseWriter, r *mux.Message) {
+	code := r.Code()
+	if code < codes.GET || code > codes.IPATCH {
+		return // not a request (empty, ping, response): nothing to answer
+	}
+	if p, err := r.Path(); err != nil || p != c.blocksPath {
+		c.respond(w, reply{res: resNotFound, diag: "no such resource, blocks are at " + c.blocksPath + "?<REF>"})
+		return
 	}
 	if code != codes.GET && code != codes.PUT && code != codes.POST {
-		return reply{res: resMethodNotAllowed, diag: "GET, PUT or POST"}
+		c.respond(w, reply{res: resMethodNotAllowed, diag: "GET, PUT or POST"})
+		return
 	}
 	qs, err := r.Queries()
 	if err != nil || len(qs) != 1 {
-		return reply{res: resBadRequest, diag: "want one URI-Query: the block reference (52 base32 characters or 32 octets)"}
+		c.respond(w, reply{res: resBadRequest, diag: "want one URI-Query: the block reference (52 base32 characters or 32 octets)"})
+		return
 	}
 	ref, err := parseRefQuery(qs[0], true)
 	if err != nil {
-		return reply{res: resBadRequest, diag: err.Error()}
+		c.respond(w, reply{res: resBadRequest, diag: err.Error()})
+		return
 	}
-	ctx, cancel := s.storeCtx(r.Context())
+	ctx, cancel := c.s.storeCtx(r.Context())
 	defer cancel()
 	if code == codes.GET {
-		return getBlock(ctx, s.store, ref)
+		c.get(ctx, w, r, ref)
+		return
 	}
-	if !s.opts.AllowPut {
-		return reply{res: resMethodNotAllowed, diag: "this store is read-only"}
+	if !c.s.opts.AllowPut {
+		c.respond(w, reply{res: resMethodNotAllowed, diag: "this store is read-only"})
+		return
 	}
-	body, err := r.ReadBody()
-	if err != nil {
-		return reply{res: resBadRequest, diag: "cannot read body"}
-	}
-	return putBlock(ctx, s.store, ref, body)
+	c.put(ctx, w, r, ref, qs[0])
 }
 
-func (s *Server) respondCoAP(w mux.ResponseWriter, r *mux.Message, rep reply) {
-	code := coapCodes[rep.res]
-	var err error
-	if rep.res == resOK {
-		err = w.SetResponse(code, message.AppOctets, bytes.NewReader(rep.block))
-	} else {
-		var body *strings.Reader
-		if rep.diag != "" {
-			body = strings.NewReader(rep.diag)
+func (c *coapBlocks) get(ctx context.Context, w mux.ResponseWriter, r *mux.Message, ref eris.Ref) {
+	opt, err := r.GetOptionUint32(message.Block2)
+	hasOpt := err == nil
+	b, cached := c.recent.Get(ref)
+	if !cached {
+		rep := getBlock(ctx, c.s.store, ref)
+		if rep.res != resOK {
+			c.respond(w, rep)
+			return
 		}
-		if body != nil {
-			err = w.SetResponse(code, message.TextPlain, body)
-		} else {
-			err = w.SetResponse(code, message.TextPlain, nil)
-		}
-		if rep.res == resTooLarge {
-			// RFC 7959 §2.9.3: Size1 tells the client the largest body accepted.
-			w.Message().SetOptionUint32(message.Size1, eris.BlockSize32K)
-		}
-		lvl := s.log.Debug
-		if rep.res == resInternal {
-			lvl = s.log.Warn
-		}
-		lvl("coap request refused", "code", code.String(), "from", w.Conn().RemoteAddr(), "why", rep.diag)
+		b = rep.block
 	}
+	sl, err := sliceBlock2(len(b), opt, hasOpt, c.udp)
 	if err != nil {
-		s.log.Warn("coap: cannot set response", "err", err)
+		c.respondCode(w, codes.BadOption, err.Error())
+		return
+	}
+	if sl.more && !cached && c.recent != nil {
+		c.recent.Add(ref, b) // the next requests of this transfer want it
+	}
+	if err := w.SetResponse(codes.Content, message.AppOctets, bytes.NewReader(b[sl.off:sl.end])); err != nil {
+		c.s.log.Warn("coap: cannot set response", "err", err)
+		return
+	}
+	if sl.blockwise {
+		v, err := blockwise.EncodeBlockOption(sl.szx, sl.num, sl.more)
+		if err == nil {
+			w.Message().SetOptionUint32(message.Block2, v)
+			w.Message().SetOptionUint32(message.Size2, uint32(len(b)))
+		}
+	}
+}
+
+func (c *coapBlocks) put(ctx context.Context, w mux.ResponseWriter, r *mux.Message, ref eris.Ref, query string) {
+	body, err := r.ReadBody()
+	if err != nil {
+		c.respond(w, reply{res: resBadRequest, diag: "cannot read body"})
+		return
+	}
+	opt, err := r.GetOptionUint32(message.Block1)
+	if err != nil { // the whole block in one message
+		c.respond(w, putBlock(ctx, c.s.store, ref, body))
+		return
+	}
+	if size1, err := r.GetOptionUint32(message.Size1); err == nil && size1 > eris.BlockSize32K {
+		c.respond(w, reply{res: resTooLarge, diag: errUploadTooLarge.Error()})
+		return
+	}
+	szx, num, more, err := blockwise.DecodeBlockOption(opt)
+	if err != nil || (szx == blockwise.SZXBERT && c.udp) {
+		c.respondCode(w, codes.BadOption, "bad Block1 option")
+		return
+	}
+	unit := blockSize(szx)
+	if more && (len(body) == 0 || int64(len(body))%unit != 0) {
+		c.respond(w, reply{res: resBadRequest, diag: "a Block1 block before the last must be full"})
+		return
+	}
+	key := fmt.Sprint(w.Conn().RemoteAddr(), "|", query)
+	full, complete, again, err := c.uploads.add(key, int(num*unit), body, more, time.Now())
+	switch {
+	case errors.Is(err, errIncomplete):
+		c.respondCode(w, codes.RequestEntityIncomplete, err.Error())
+		return
+	case errors.Is(err, errUploadTooLarge):
+		c.respond(w, reply{res: resTooLarge, diag: err.Error()})
+		return
+	case err != nil:
+		c.respond(w, reply{res: resUnavailable, diag: err.Error()})
+		return
+	}
+	switch {
+	case again != nil:
+		c.respond(w, *again)
+	case complete:
+		rep := putBlock(ctx, c.s.store, ref, full)
+		c.uploads.finish(key, rep)
+		c.respond(w, rep)
+	default:
+		if err := w.SetResponse(codes.Continue, message.TextPlain, nil); err != nil {
+			return
+		}
+	}
+	// RFC 7959 §2.3: the response to each block echoes its Block1 option.
+	if v, err := blockwise.EncodeBlockOption(szx, num, more); err == nil {
+		w.Message().SetOptionUint32(message.Block1, v)
+	}
+}
+
+func (c *coapBlocks) respondCode(w mux.ResponseWriter, code codes.Code, diag string) {
+	if err := w.SetResponse(code, message.TextPlain, strings.NewReader(diag)); err != nil {
+		c.s.log.Warn("coap: cannot set response", "err", err)
+	}
+	c.s.log.Debug("coap request refused", "code", coapCodeString(code), "from", w.Conn().RemoteAddr(), "why", diag)
+}
+
+func (c *coapBlocks) respond(w mux.ResponseWriter, rep reply) {
+	if rep.res == resOK {
+		if err := w.SetResponse(codes.Content, message.AppOctets, bytes.NewReader(rep.block)); err != nil {
+			c.s.log.Warn("coap: cannot set response", "err", err)
+		}
+		return
+	}
+	code := coapCodes[rep.res]
+	if rep.res == resCreated {
+		if err := w.SetResponse(code, message.TextPlain, nil); err != nil {
+			c.s.log.Warn("coap: cannot set response", "err", err)
+		}
+		return
+	}
+	c.respondCode(w, code, rep.diag)
+	if rep.res == resTooLarge {
+		// RFC 7959 §2.9.3: Size1 tells the client the largest body accepted.
+		w.Message().SetOptionUint32(message.Size1, eris.BlockSize32K)
+	}
+	if rep.res == resInternal {
+		c.s.log.Warn("coap: store error", "from", w.Conn().RemoteAddr(), "why", rep.diag)
 	}
 }
 
@@ -158,13 +259,13 @@ func (s *Server) listenStream(ep endpoint) (listener, string, error) {
 		l.work.run(func() { cc.ProcessReceivedMessageWithHandler(req, h) }, func() { cc.ReleaseMessage(req) })
 	}
 	srv := tcp.NewServer(
-		options.WithMux(s.coapHandler(ep.blocksPath())),
+		options.WithMux(s.newCoAPBlocks(ep)),
 		options.WithErrors(s.coapErrors),
 		options.WithPeriodicRunner(l.tick.add),
 		options.WithProcessReceivedMessageFunc(config.ProcessReceivedMessageFunc[*tcpclient.Conn](process)),
-		// One message carries a whole 32 KiB block (BERT, RFC 8323 §6);
-		// a client asking for 1 KiB blocks with Block2 gets them.
-		options.WithBlockwise(true, blockwise.SZXBERT, 10*time.Second),
+		// Block-wise transfer is ours (coap_blockwise.go). A message
+		// carries a whole 32 KiB block.
+		options.WithBlockwise(false, blockwise.SZXBERT, 10*time.Second),
 		options.WithMaxMessageSize(64<<10),
 	)
 	l.srv = srv

@@ -9,16 +9,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	"github.com/plgd-dev/go-coap/v3/mux"
 	coapnet "github.com/plgd-dev/go-coap/v3/net"
-	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 	"github.com/plgd-dev/go-coap/v3/options/config"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
 	udpserver "github.com/plgd-dev/go-coap/v3/udp/server"
-
-	"erismount/eris"
 )
 
 // udpSocketBuffer is the kernel buffer asked for on every CoAP/UDP socket.
@@ -48,7 +44,7 @@ type udpListener struct {
 	raw     *net.UDPConn
 	conn    *coapnet.UDPConn
 	wild    bool // bound to 0.0.0.0 or [::]: read control messages to reply from the right address
-	handler mux.Handler
+	handler *coapBlocks
 	mpool   *pool.Pool
 
 	ctx    context.Context
@@ -92,7 +88,7 @@ func (s *Server) listenUDP(ep endpoint) (listener, string, error) {
 		raw:     raw,
 		conn:    coapnet.NewUDPConn("udp", raw, coapnet.WithErrors(s.coapErrors)),
 		wild:    ua.IP == nil || ua.IP.IsUnspecified(),
-		handler: s.coapHandler(ep.blocksPath()),
+		handler: s.newCoAPBlocks(ep),
 		mpool:   pool.New(1024, 2048),
 		ctx:     ctx,
 		cancel:  cancel,
@@ -166,26 +162,13 @@ func (l *udpListener) client(ap netip.AddrPort) *udpClientState {
 	cfg.Handler = mux.ToHandler[*udpclient.Conn](l.handler)
 	cfg.Errors = l.s.coapErrors
 	cfg.MessagePool = l.mpool
-	cfg.BlockwiseEnable = true
-	cfg.BlockwiseSZX = blockwise.SZX1024
-	cfg.BlockwiseTransferTimeout = 10 * time.Second
+	cfg.BlockwiseEnable = false // ours: coap_blockwise.go
 	cfg.ReceivedMessageQueueSize = 64
 	cfg.ProcessReceivedMessage = func(req *pool.Message, cc *udpclient.Conn, h config.HandlerFunc[*udpclient.Conn]) {
 		l.work.run(func() { cc.ProcessReceivedMessageWithHandler(req, h) }, func() { cc.ReleaseMessage(req) })
 	}
 	session := udpserver.NewSession(l.ctx, done, l.conn, net.UDPAddrFromAddrPort(ap), cfg.MaxMessageSize, cfg.MTU, false, l.s.coapErrors)
-	cc := udpclient.NewConnWithOpts(session, &cfg,
-		udpclient.WithResponseMessageCache(noResponseCache{}),
-		udpclient.WithBlockWise(func(cc *udpclient.Conn) *blockwise.BlockWise[*udpclient.Conn] {
-			bw := blockwise.New(cc, cfg.BlockwiseTransferTimeout, cfg.Errors, func(t message.Token) (*pool.Message, bool) {
-				return cc.GetObservationRequest(t)
-			})
-			// A PUT body is one block: refuse more with 4.13 before buffering it.
-			bw.SetMaxReceiveBodySize(eris.BlockSize32K)
-			bw.SetReceivingMessagesCacheMaxEntries(256)
-			return bw
-		}),
-	)
+	cc := udpclient.NewConnWithOpts(session, &cfg, udpclient.WithResponseMessageCache(noResponseCache{}))
 	st := &udpClientState{cc: cc, done: cancel}
 	l.clients[ap] = st
 	return st
@@ -202,8 +185,8 @@ func (l *udpListener) drop(ap netip.AddrPort, st *udpClientState) {
 	st.done()
 }
 
-// sweep expires go-coap's per-connection state once a second (block-wise
-// transfers left unfinished) and forgets clients silent for IdleTimeout.
+// sweep expires go-coap's per-connection state once a second and forgets
+// clients silent for IdleTimeout.
 func (l *udpListener) sweep() {
 	defer l.wg.Done()
 	t := time.NewTicker(time.Second)

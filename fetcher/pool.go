@@ -1,0 +1,509 @@
+package fetcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"erismount/eris"
+)
+
+// PoolOptions configure a Pool. The zero value gives the defaults.
+type PoolOptions struct {
+	// Logger receives peer state changes (dead, recovered); nil discards.
+	Logger *slog.Logger
+	// Window bounds the requests in flight to one peer (default 32).
+	Window int
+	// HedgeQuantile is the quantile of a peer's recent answer times after
+	// which the same block is also asked of the next peer (default 0.95).
+	HedgeQuantile float64
+	// HedgeInitial is the hedge delay of a peer with too few answers to
+	// estimate it (default 100ms); HedgeMin and HedgeMax bound any hedge
+	// delay (defaults 1ms and 2s).
+	HedgeInitial, HedgeMin, HedgeMax time.Duration
+	// AttemptTimeout bounds one request to one peer (default 10s); the
+	// caller's context deadline, when sooner, always wins.
+	AttemptTimeout time.Duration
+	// FailThreshold is the number of consecutive failures (errors and
+	// timeouts) after which a peer is dead (default 3). A corrupt block
+	// makes it dead at once.
+	FailThreshold int
+	// Backoff is how long a dead peer is skipped before one request probes
+	// it again (default 1s); it doubles after each failed probe, up to
+	// MaxBackoff (default 1 minute).
+	Backoff, MaxBackoff time.Duration
+	// Retries is how many times one GetBlock asks a peer again after a
+	// failure that may pass (broken connection, timeout, 5.xx), when the
+	// peer is still live (default 2; negative for none).
+	Retries int
+}
+
+func (o *PoolOptions) fill() {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Window <= 0 {
+		o.Window = 32
+	}
+	if o.HedgeQuantile <= 0 || o.HedgeQuantile > 1 {
+		o.HedgeQuantile = 0.95
+	}
+	if o.HedgeInitial <= 0 {
+		o.HedgeInitial = 100 * time.Millisecond
+	}
+	if o.HedgeMin <= 0 {
+		o.HedgeMin = time.Millisecond
+	}
+	if o.HedgeMax <= 0 {
+		o.HedgeMax = 2 * time.Second
+	}
+	if o.AttemptTimeout <= 0 {
+		o.AttemptTimeout = 10 * time.Second
+	}
+	if o.FailThreshold <= 0 {
+		o.FailThreshold = 3
+	}
+	if o.Backoff <= 0 {
+		o.Backoff = time.Second
+	}
+	if o.MaxBackoff < o.Backoff {
+		o.MaxBackoff = max(time.Minute, o.Backoff)
+	}
+	if o.Retries == 0 {
+		o.Retries = 2
+	}
+	o.Retries = max(o.Retries, 0)
+}
+
+// Pool fetches blocks from several peers: it ranks them by latency and
+// failures, keeps a window of requests in flight per peer, hedges a
+// request that is slower than the peer's usual answer time to the next
+// peer (the first valid block wins, the others are cancelled), skips dead
+// peers and probes them once per backoff period, and verifies every
+// block against its reference before returning it.
+//
+// Pool is an eris.BlockGetter. It owns its peers: Close closes them.
+type Pool struct {
+	opts  PoolOptions
+	log   *slog.Logger
+	peers []*poolPeer
+
+	ctx    context.Context // cancelled by Close: ends every attempt
+	cancel context.CancelFunc
+	mu     sync.RWMutex // guards closed against wg.Add
+	closed bool
+	wg     sync.WaitGroup // attempts
+}
+
+// verifyingPeer is implemented by the peers Dial returns: they verify
+// every block themselves, so the pool does not hash it twice.
+type verifyingPeer interface{ verifiesBlocks() }
+
+func (*coapPeer) verifiesBlocks() {}
+func (*httpPeer) verifiesBlocks() {}
+
+type poolPeer struct {
+	p        Peer
+	url      string
+	verifies bool
+	window   chan struct{}
+
+	lat  latencyWindow
+	hist histogram
+
+	mu        sync.Mutex
+	failures  int       // consecutive, counted once per cause (see record)
+	lastFail  time.Time // when the last counted failure was recorded
+	penalty   float64   // decaying count of recent failures, for ranking
+	deadUntil time.Time // zero: live
+	backoff   time.Duration
+	probing   bool
+
+	requests, hedges, blocks, bytes, notFound, errs, timeouts, corrupt atomic.Uint64
+}
+
+// NewPool returns a pool over peers, which it owns from now on.
+func NewPool(peers []Peer, opts PoolOptions) *Pool {
+	opts.fill()
+	ctx, cancel := context.WithCancel(context.Background())
+	pl := &Pool{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel}
+	for _, p := range peers {
+		_, v := p.(verifyingPeer)
+		pl.peers = append(pl.peers, &poolPeer{
+			p: p, url: p.URL(), verifies: v,
+			window:  make(chan struct{}, opts.Window),
+			backoff: opts.Backoff,
+		})
+	}
+	return pl
+}
+
+// candidate is a peer chosen for one block, in the order to ask them.
+type candidate struct {
+	pp    *poolPeer
+	probe bool // a dead peer whose backoff ended: asked alongside, not instead
+	cost  float64
+}
+
+// candidates ranks the peers for one request: live peers by estimated
+// latency times their recent failures (busy ones last), and dead peers
+// whose backoff has ended as probes, at most one probe in flight each.
+func (pl *Pool) candidates(now time.Time) (live, probes []candidate, dead int) {
+	for _, pp := range pl.peers {
+		pp.mu.Lock()
+		isDead := !pp.deadUntil.IsZero()
+		switch {
+		case isDead && (pp.probing || now.Before(pp.deadUntil)):
+			dead++
+		case isDead:
+			pp.probing = true
+			probes = append(probes, candidate{pp: pp, probe: true})
+		default:
+			est, ok := pp.lat.estimate()
+			if !ok {
+				est = pl.opts.HedgeInitial / 4 // untried: worth a try
+			}
+			cost := est.Seconds() * (1 + pp.penalty) * (0.9 + 0.2*rand.Float64())
+			if len(pp.window) == cap(pp.window) {
+				cost += 1e6 // full window: after every peer with room
+			}
+			live = append(live, candidate{pp: pp, cost: cost})
+		}
+		pp.mu.Unlock()
+	}
+	slices.SortFunc(live, func(a, b candidate) int {
+		switch {
+		case a.cost < b.cost:
+			return -1
+		case a.cost > b.cost:
+			return 1
+		}
+		return 0
+	})
+	return live, probes, dead
+}
+
+// hedgeAfter is how long to wait for pp before asking the next peer.
+func (pl *Pool) hedgeAfter(pp *poolPeer) time.Duration {
+	d, ok := pp.lat.quantile(pl.opts.HedgeQuantile)
+	if !ok {
+		d = pl.opts.HedgeInitial
+	}
+	return min(max(d, pl.opts.HedgeMin), pl.opts.HedgeMax)
+}
+
+type attemptResult struct {
+	c     candidate
+	block []byte
+	err   error
+}
+
+// GetBlock returns the verified block from the first peer that has it.
+//
+// It errors with eris.ErrNotFound when every peer asked said it does not
+// have the block, ErrNoPeers when every peer is backing off, the context's
+// error when ctx ends first, and otherwise the peers' errors.
+func (pl *Pool) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
+	live, probes, dead := pl.candidates(time.Now())
+	if len(live) == 0 && len(probes) == 0 {
+		if len(pl.peers) == 0 {
+			return nil, fmt.Errorf("get block %s: %w: the pool has no peers", ref.Str(), ErrNoPeers)
+		}
+		return nil, fmt.Errorf("get block %s: %w: all %d peers are backing off after failures", ref.Str(), ErrNoPeers, dead)
+	}
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(pl.ctx, cancel)
+	defer stop()
+
+	results := make(chan attemptResult, len(live)+len(probes)+pl.opts.Retries)
+	running := 0
+	start := func(c candidate, hedge bool) bool {
+		pl.mu.RLock()
+		defer pl.mu.RUnlock()
+		if pl.closed {
+			return false
+		}
+		pl.wg.Add(1)
+		running++
+		// A probe runs to its end even when the caller has its block, so
+		// that it settles whether the peer is back.
+		parent := actx
+		if c.probe {
+			parent = pl.ctx
+		}
+		go pl.attempt(parent, c, ref, hedge, results)
+		return true
+	}
+	// Probes run alongside the ranked peers: a dead peer costs the caller
+	// nothing, and answers fail it back.
+	for _, c := range probes {
+		if !start(c, false) {
+			pl.endProbe(c.pp)
+		}
+	}
+	next := 0
+	var hedge <-chan time.Time
+	startNext := func(isHedge bool) {
+		if next >= len(live) {
+			hedge = nil
+			return
+		}
+		c := live[next]
+		next++
+		if !start(c, isHedge) {
+			return
+		}
+		hedge = time.After(pl.hedgeAfter(c.pp))
+	}
+	startNext(false)
+	if running == 0 {
+		return nil, ErrClosed
+	}
+
+	var errs []error
+	retries := pl.opts.Retries
+	for {
+		select {
+		case r := <-results:
+			running--
+			if r.err == nil {
+				return r.block, nil
+			}
+			errs = append(errs, r.err)
+			if retries > 0 && !r.c.probe && retriable(r.err) && r.c.pp.live() && ctx.Err() == nil {
+				retries--
+				live = append(live, r.c)
+			}
+			if next < len(live) {
+				startNext(false)
+			}
+			if running == 0 {
+				return nil, pl.failure(ctx, ref, errs, dead)
+			}
+		case <-hedge:
+			startNext(true)
+		case <-actx.Done():
+			if ctx.Err() == nil && pl.ctx.Err() != nil {
+				return nil, ErrClosed
+			}
+			return nil, fmt.Errorf("get block %s: %w (%d peers failed first: %v)", ref.Str(), ctx.Err(), len(errs), errors.Join(errs...))
+		}
+	}
+}
+
+// retriable reports whether asking the same peer again may work: not for
+// an answer (not found) nor a corrupt block.
+func retriable(err error) bool {
+	return !errors.Is(err, eris.ErrNotFound) && !errors.Is(err, eris.ErrCorrupt) && !errors.Is(err, ErrClosed)
+}
+
+func (pp *poolPeer) live() bool {
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	return pp.deadUntil.IsZero()
+}
+
+// failure builds the error of a GetBlock whose every attempt failed.
+func (pl *Pool) failure(ctx context.Context, ref eris.Ref, errs []error, dead int) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("get block %s: %w", ref.Str(), err)
+	}
+	var other []error
+	for _, err := range errs {
+		if !errors.Is(err, eris.ErrNotFound) {
+			other = append(other, err)
+		}
+	}
+	if len(other) == 0 && dead == 0 {
+		return &eris.BlockError{Ref: ref, Err: fmt.Errorf("%w: none of %d peers has it", eris.ErrNotFound, len(errs))}
+	}
+	// Some peer failed or was skipped: the block may exist there, so this
+	// is not ErrNotFound.
+	notFound := len(errs) - len(other)
+	return fmt.Errorf("get block %s: %d peers do not have it, %d skipped as dead, %d failed: %w",
+		ref.Str(), notFound, dead, len(other), errors.Join(other...))
+}
+
+// attempt asks one peer for the block and records how it went.
+func (pl *Pool) attempt(ctx context.Context, c candidate, ref eris.Ref, hedge bool, out chan<- attemptResult) {
+	defer pl.wg.Done()
+	pp := c.pp
+	r := attemptResult{c: c}
+	defer func() { out <- r }()
+	select {
+	case pp.window <- struct{}{}:
+	case <-ctx.Done():
+		r.err = peerErr(pp.url, "get", ref, ctx.Err())
+		if c.probe {
+			pl.endProbe(pp)
+		}
+		return
+	}
+	defer func() { <-pp.window }()
+	pp.requests.Add(1)
+	if hedge {
+		pp.hedges.Add(1)
+	}
+	actx, cancel := context.WithTimeout(ctx, pl.opts.AttemptTimeout)
+	defer cancel()
+	t0 := time.Now()
+	b, err := pp.p.GetBlock(actx, ref)
+	if err == nil && !pp.verifies {
+		if verr := ref.Verify(b); verr != nil {
+			err = peerErr(pp.url, "get", ref, verr)
+		}
+	}
+	r.block, r.err = b, err
+	pl.record(pp, c.probe, ctx, t0, len(b), err)
+}
+
+// record updates a peer's counters, latency and state after an attempt
+// started at t0.
+//
+// Consecutive failures are counted once per cause: an attempt that was
+// already in flight when the last failure was counted does not count
+// again. A connection that breaks fails every request on it at once, and a
+// silent peer times out every request in flight; either is one failure,
+// and the peer is dead only when requests sent after it fail too.
+func (pl *Pool) record(pp *poolPeer, probe bool, ctx context.Context, t0 time.Time, n int, err error) {
+	dur := time.Since(t0)
+	answered := err == nil || errors.Is(err, eris.ErrNotFound)
+	if answered {
+		pp.lat.add(dur)
+		pp.hist.observe(dur)
+	}
+	switch {
+	case err == nil:
+		pp.blocks.Add(1)
+		pp.bytes.Add(uint64(n))
+	case errors.Is(err, eris.ErrNotFound):
+		pp.notFound.Add(1)
+	case errors.Is(err, eris.ErrCorrupt):
+		pp.corrupt.Add(1)
+		pl.log.Warn("peer sent a corrupt block", "peer", pp.url, "err", err)
+	case ctx.Err() != nil:
+		// Cancelled: another peer answered first, or the caller gave up.
+		// That only counts against this peer if it was slower than its
+		// usual answer time (a peer that never answers is caught here).
+		if dur < pl.hedgeAfter(pp) {
+			if probe {
+				pl.endProbe(pp)
+			}
+			return
+		}
+		pp.errs.Add(1)
+		pp.timeouts.Add(1)
+	default:
+		pp.errs.Add(1)
+		if errors.Is(err, context.DeadlineExceeded) {
+			pp.timeouts.Add(1)
+		}
+	}
+
+	pp.mu.Lock()
+	defer pp.mu.Unlock()
+	if probe {
+		pp.probing = false
+	}
+	if answered {
+		if !pp.deadUntil.IsZero() {
+			pl.log.Info("peer is back", "peer", pp.url)
+		}
+		pp.failures, pp.deadUntil, pp.backoff = 0, time.Time{}, pl.opts.Backoff
+		pp.penalty /= 2
+		return
+	}
+	now := time.Now()
+	corrupt := errors.Is(err, eris.ErrCorrupt)
+	if t0.After(pp.lastFail) || corrupt {
+		pp.failures++
+		pp.penalty++
+		pp.lastFail = now
+	}
+	if corrupt {
+		pp.penalty += 10
+		pp.failures = max(pp.failures, pl.opts.FailThreshold)
+	}
+	switch {
+	case probe:
+		pp.backoff = min(2*pp.backoff, pl.opts.MaxBackoff)
+		pp.deadUntil = now.Add(pp.backoff)
+		pl.log.Debug("peer still dead", "peer", pp.url, "next probe in", pp.backoff, "err", err)
+	case !pp.deadUntil.IsZero():
+		// A straggler of a peer already dead: its probe decides.
+	case pp.failures >= pl.opts.FailThreshold:
+		pp.deadUntil = now.Add(pp.backoff)
+		pl.log.Warn("peer is dead, skipping it", "peer", pp.url, "for", pp.backoff, "err", err)
+	}
+}
+
+// endProbe frees the probe slot of a peer whose probe was not sent or was
+// cut short without telling anything.
+func (pl *Pool) endProbe(pp *poolPeer) {
+	pp.mu.Lock()
+	pp.probing = false
+	pp.mu.Unlock()
+}
+
+// Stats returns the counters of every peer, in the order given to NewPool.
+func (pl *Pool) Stats() []PeerStats {
+	out := make([]PeerStats, 0, len(pl.peers))
+	now := time.Now()
+	for _, pp := range pl.peers {
+		st := PeerStats{
+			URL:        pp.url,
+			Requests:   pp.requests.Load(),
+			Hedges:     pp.hedges.Load(),
+			Blocks:     pp.blocks.Load(),
+			Bytes:      pp.bytes.Load(),
+			NotFound:   pp.notFound.Load(),
+			Errors:     pp.errs.Load(),
+			Timeouts:   pp.timeouts.Load(),
+			Corrupt:    pp.corrupt.Load(),
+			Latency:    pp.hist.snapshot(),
+			HedgeAfter: pl.hedgeAfter(pp),
+		}
+		st.Estimate, _ = pp.lat.estimate()
+		pp.mu.Lock()
+		switch {
+		case pp.probing:
+			st.State = "probing"
+		case !pp.deadUntil.IsZero() && now.Before(pp.deadUntil):
+			st.State = "dead"
+		case !pp.deadUntil.IsZero():
+			st.State = "dead" // backoff over, probed by the next request
+		default:
+			st.State = "live"
+		}
+		pp.mu.Unlock()
+		out = append(out, st)
+	}
+	return out
+}
+
+// Close cancels requests in flight, waits for them, and closes the peers.
+func (pl *Pool) Close() error {
+	pl.mu.Lock()
+	if pl.closed {
+		pl.mu.Unlock()
+		return nil
+	}
+	pl.closed = true
+	pl.mu.Unlock()
+	pl.cancel()
+	pl.wg.Wait()
+	var errs []error
+	for _, pp := range pl.peers {
+		if err := pp.p.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

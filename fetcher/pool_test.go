@@ -1,0 +1,267 @@
+package fetcher
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"erismount/eris"
+	"erismount/eris/eristest"
+)
+
+// fakePeer is an in-memory Peer with faults. Unlike the peers Dial
+// returns it does not verify blocks, so the pool must.
+type fakePeer struct {
+	name  string
+	store *eristest.Store
+	delay time.Duration
+	// down makes every request fail with a transport error; silent makes
+	// every request hang until its context ends.
+	down, silent atomic.Bool
+	flip         bool // flip a bit of every block
+
+	inFlight, maxInFlight, calls atomic.Int64
+}
+
+func (f *fakePeer) URL() string  { return "fake://" + f.name }
+func (f *fakePeer) Close() error { return nil }
+func (f *fakePeer) PutBlock(ctx context.Context, ref eris.Ref, b []byte) error {
+	return f.store.PutBlock(ctx, ref, b)
+}
+
+func (f *fakePeer) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
+	f.calls.Add(1)
+	n := f.inFlight.Add(1)
+	defer f.inFlight.Add(-1)
+	for {
+		m := f.maxInFlight.Load()
+		if n <= m || f.maxInFlight.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	if f.silent.Load() {
+		<-ctx.Done()
+		return nil, peerErr(f.URL(), "get", ref, ctx.Err())
+	}
+	if f.down.Load() {
+		return nil, peerErr(f.URL(), "get", ref, errors.New("connection refused"))
+	}
+	select {
+	case <-time.After(f.delay):
+	case <-ctx.Done():
+		return nil, peerErr(f.URL(), "get", ref, ctx.Err())
+	}
+	b, err := f.store.GetBlock(ctx, ref)
+	if err != nil {
+		return nil, peerErr(f.URL(), "get", ref, err)
+	}
+	if f.flip {
+		b[len(b)/2] ^= 0x10
+	}
+	return b, nil
+}
+
+func newFake(name string, store *eristest.Store, delay time.Duration) *fakePeer {
+	return &fakePeer{name: name, store: store, delay: delay}
+}
+
+// fetchAll gets every ref through g, concurrently, and checks the bytes.
+func fetchAll(t *testing.T, ctx context.Context, g eris.BlockGetter, refs []eris.Ref, blocks [][]byte, parallel int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, parallel)
+	errs := make(chan error, len(refs))
+	for i, ref := range refs {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			b, err := g.GetBlock(ctx, ref)
+			switch {
+			case err != nil:
+				errs <- fmt.Errorf("block %d: %w", i, err)
+			case !bytes.Equal(b, blocks[i]):
+				errs <- fmt.Errorf("block %d: wrong bytes", i)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func statsOf(t *testing.T, pl *Pool, url string) PeerStats {
+	t.Helper()
+	for _, s := range pl.Stats() {
+		if s.URL == url {
+			return s
+		}
+	}
+	t.Fatalf("no stats for %s", url)
+	return PeerStats{}
+}
+
+func TestPoolCorruptPeerIsNeverUsed(t *testing.T) {
+	blocks := append(randomBlocks(t, 20, eris.BlockSize1K), randomBlocks(t, 4, eris.BlockSize32K)...)
+	store, refs := storeWith(t, blocks...)
+	liar := newFake("liar", store, 0) // fastest: asked first
+	liar.flip = true
+	honest := newFake("honest", store, time.Millisecond)
+	pl := NewPool([]Peer{liar, honest}, PoolOptions{})
+	defer pl.Close()
+	fetchAll(t, context.Background(), pl, refs, blocks, 8)
+	ls := statsOf(t, pl, liar.URL())
+	if ls.Corrupt == 0 || ls.Blocks != 0 {
+		t.Fatalf("liar: %d corrupt, %d blocks accepted; want some corrupt and none accepted", ls.Corrupt, ls.Blocks)
+	}
+	if ls.State != "dead" {
+		t.Fatalf("liar is %s after sending corrupt blocks, want dead", ls.State)
+	}
+	if hs := statsOf(t, pl, honest.URL()); hs.Blocks != uint64(len(blocks)) {
+		t.Fatalf("honest peer delivered %d blocks, want %d", hs.Blocks, len(blocks))
+	}
+}
+
+func TestPoolHedgesSilentPeer(t *testing.T) {
+	blocks := randomBlocks(t, 40, eris.BlockSize1K)
+	store, refs := storeWith(t, blocks...)
+	silent := newFake("silent", store, 0)
+	silent.silent.Store(true)
+	good := newFake("good", store, 5*time.Millisecond)
+	pl := NewPool([]Peer{silent, good}, PoolOptions{HedgeInitial: 20 * time.Millisecond})
+	defer pl.Close()
+	t0 := time.Now()
+	fetchAll(t, context.Background(), pl, refs, blocks, 4)
+	ss := statsOf(t, pl, silent.URL())
+	// After its first timeouts it ranks last (or is dead): it costs a few
+	// hedge delays, not one per block.
+	if ss.Requests > 12 || ss.Timeouts == 0 {
+		t.Fatalf("silent peer was asked %d times for %d blocks", ss.Requests, len(blocks))
+	}
+	if gs := statsOf(t, pl, good.URL()); gs.Hedges == 0 {
+		t.Fatal("no request was hedged to the good peer")
+	}
+	t.Logf("40 blocks in %v; silent peer: %d requests, %d timeouts, state %s", time.Since(t0), ss.Requests, ss.Timeouts, ss.State)
+}
+
+func TestPoolDeadlineWithOnlySilentPeer(t *testing.T) {
+	store, refs := storeWith(t, randomBlocks(t, 1, eris.BlockSize1K)...)
+	silent := newFake("silent", store, 0)
+	silent.silent.Store(true)
+	pl := NewPool([]Peer{silent}, PoolOptions{})
+	defer pl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	t0 := time.Now()
+	_, err := pl.GetBlock(ctx, refs[0])
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want the context's deadline error", err)
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Fatalf("GetBlock returned %v after a 150ms deadline", d)
+	}
+}
+
+func TestPoolDeadPeerFailsBack(t *testing.T) {
+	blocks := randomBlocks(t, 10, eris.BlockSize1K)
+	store, refs := storeWith(t, blocks...)
+	p := newFake("flaky", store, 0)
+	p.down.Store(true)
+	pl := NewPool([]Peer{p}, PoolOptions{Backoff: 50 * time.Millisecond, Retries: -1})
+	defer pl.Close()
+	ctx := context.Background()
+	for i := range 3 {
+		if _, err := pl.GetBlock(ctx, refs[i]); err == nil {
+			t.Fatal("a down peer delivered a block")
+		}
+	}
+	if st := statsOf(t, pl, p.URL()).State; st != "dead" {
+		t.Fatalf("after 3 failures the peer is %s, want dead", st)
+	}
+	calls := p.calls.Load()
+	_, err := pl.GetBlock(ctx, refs[3])
+	if !errors.Is(err, ErrNoPeers) || p.calls.Load() != calls {
+		t.Fatalf("a dead peer in its backoff was asked (err %v)", err)
+	}
+	p.down.Store(false)
+	time.Sleep(60 * time.Millisecond)
+	fetchAll(t, ctx, pl, refs, blocks, 1) // the first request is the probe
+	if st := statsOf(t, pl, p.URL()).State; st != "live" {
+		t.Fatalf("recovered peer is %s, want live", st)
+	}
+}
+
+func TestPoolNotFound(t *testing.T) {
+	blocks := randomBlocks(t, 1, eris.BlockSize1K)
+	full, refs := storeWith(t, blocks...)
+	empty, _ := storeWith(t)
+	missing := eris.RefOf([]byte("missing"))
+	cases := []struct {
+		name         string
+		peers        func() []Peer
+		ref          eris.Ref
+		wantNotFound bool
+	}{
+		{"nobody has it", func() []Peer { return []Peer{newFake("a", empty, 0), newFake("b", full, 0)} }, missing, true},
+		{"one has it", func() []Peer { return []Peer{newFake("a", empty, 0), newFake("b", full, time.Millisecond)} }, refs[0], false},
+		{"one lacks it, one is down", func() []Peer {
+			down := newFake("b", full, 0)
+			down.down.Store(true)
+			return []Peer{newFake("a", empty, 0), down}
+		}, refs[0], false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			pl := NewPool(c.peers(), PoolOptions{})
+			defer pl.Close()
+			b, err := pl.GetBlock(context.Background(), c.ref)
+			if c.name == "one has it" {
+				if err != nil || !bytes.Equal(b, blocks[0]) {
+					t.Fatalf("got %v", err)
+				}
+				return
+			}
+			if errors.Is(err, eris.ErrNotFound) != c.wantNotFound {
+				t.Fatalf("got %v; ErrNotFound wanted: %v", err, c.wantNotFound)
+			}
+		})
+	}
+}
+
+func TestPoolWindowBoundsInFlight(t *testing.T) {
+	blocks := randomBlocks(t, 64, eris.BlockSize1K)
+	store, refs := storeWith(t, blocks...)
+	p := newFake("slow", store, 5*time.Millisecond)
+	pl := NewPool([]Peer{p}, PoolOptions{Window: 4})
+	defer pl.Close()
+	fetchAll(t, context.Background(), pl, refs, blocks, 32)
+	if m := p.maxInFlight.Load(); m > 4 || m < 2 {
+		t.Fatalf("%d requests in flight at most with a window of 4", m)
+	}
+}
+
+func TestPoolStats(t *testing.T) {
+	blocks := randomBlocks(t, 16, eris.BlockSize1K)
+	store, refs := storeWith(t, blocks...)
+	p := newFake("p", store, time.Millisecond)
+	pl := NewPool([]Peer{p}, PoolOptions{})
+	defer pl.Close()
+	fetchAll(t, context.Background(), pl, refs, blocks, 4)
+	s := pl.Stats()[0]
+	var sum uint64
+	for _, c := range s.Latency.Counts {
+		sum += c
+	}
+	if s.Blocks != 16 || s.Bytes != 16*1024 || s.Requests != 16 || s.Latency.Count != 16 || sum != 16 || s.Latency.Sum <= 0 {
+		t.Fatalf("stats do not add up: %+v", s)
+	}
+	if s.Estimate < time.Millisecond || s.HedgeAfter < time.Millisecond {
+		t.Fatalf("latency estimate %v, hedge delay %v: below the peer's 1ms", s.Estimate, s.HedgeAfter)
+	}
+}
