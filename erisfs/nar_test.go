@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"erismount/eris"
 	"erismount/eris/eristest"
 	"erismount/narinfo/nar"
 	"erismount/narinfo/nar/nartest"
@@ -20,6 +21,21 @@ func narOf(t testing.TB, dir string) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	if err := nar.WriteFS(t.Context(), &b, nar.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// narOfTree opens the tree rc and serializes it as a nar through its io/fs
+// view.
+func narOfTree(t testing.TB, rc eris.ReadCapability, g eris.BlockGetter) []byte {
+	t.Helper()
+	tree, err := Open(t.Context(), rc, g, OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := nar.WriteFS(t.Context(), &b, tree.FS(t.Context())); err != nil {
 		t.Fatal(err)
 	}
 	return b.Bytes()
@@ -55,16 +71,8 @@ func TestEncodeNar(t *testing.T) {
 		if st != wantStats {
 			t.Errorf("seed %d: stats\n nar %+v\n dir %+v", seed, st, wantStats)
 		}
-		tree, err := Open(ctx, got, store, OpenOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var back bytes.Buffer
-		if err := nar.WriteFS(ctx, &back, tree.FS(ctx)); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(back.Bytes(), n) {
-			t.Errorf("seed %d: the tree's nar (%d bytes) differs from the original (%d bytes)", seed, back.Len(), len(n))
+		if back := narOfTree(t, got, store); !bytes.Equal(back, n) {
+			t.Errorf("seed %d: the tree's nar (%d bytes) differs from the original (%d bytes)", seed, len(back), len(n))
 		}
 	}
 }
@@ -88,15 +96,7 @@ func TestNixStoreDump(t *testing.T) {
 	if err != nil || got != want {
 		t.Fatalf("EncodeNar(nix-store --dump) = %s, %v; EncodeDir %s", got, err, want)
 	}
-	tree, err := Open(ctx, got, store, OpenOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back bytes.Buffer
-	if err := nar.WriteFS(ctx, &back, tree.FS(ctx)); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(back.Bytes(), dump) {
+	if !bytes.Equal(narOfTree(t, got, store), dump) {
 		t.Error("the decoded tree does not serialize to nix-store --dump's nar")
 	}
 }

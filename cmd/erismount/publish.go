@@ -1,0 +1,128 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"erismount/cache"
+	"erismount/eris"
+	"erismount/erisfs"
+)
+
+func newPublishCmd(a *app) *cobra.Command {
+	var narPath string
+	var drop bool
+	var blockSize int
+	cmd := &cobra.Command{
+		Use:   "publish DIR | --nar FILE",
+		Short: "Encode a tree (or a nar) into ERIS-FS blocks in the store and print its URN",
+		Long: `Encode the tree at DIR — or the store item serialized in the nar FILE (- for
+stdin), read once as a stream — into ERIS-FS: every file's content and the index
+become ERIS blocks in the store (--store, kept without eviction and pinned under
+the URN), and the tree's urn:eris: is printed.
+
+The same tree gives the same URN wherever and whenever it is published: only
+paths, file contents, the executable bit and symlink targets count, not times,
+owners or other permission bits. Identical files are stored once.
+
+Symlinks are published as symlinks, never followed; a DIR that is itself a file
+or a symlink publishes that single file (write DIR/ to publish the directory a
+symlink points to). ERIS-FS cannot hold empty directories (except an empty
+root), devices, sockets, FIFOs or names that are not UTF-8: publishing refuses
+them naming the path, unless --drop-unrepresentable leaves them out with a
+warning (the tree then no longer matches the original's NarHash).`,
+		Example: `  erismount publish /gnu/store/…-hello-2.12
+  erismount publish --nar hello.nar --store /srv/erismount/blocks.sqlite
+  guix archive --export … | erismount publish --nar -`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if (narPath == "") == (len(args) == 0) || len(args) > 1 {
+				return usageError{errors.New("give either DIR or --nar FILE")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if blockSize != 0 && !eris.ValidBlockSize(blockSize) {
+				return usageError{fmt.Errorf("--block-size %d: want 1024 or 32768", blockSize)}
+			}
+			var in io.Reader
+			if narPath != "" {
+				in = a.stdin
+				if narPath != "-" {
+					f, err := os.Open(narPath)
+					if err != nil {
+						return usageError{err}
+					}
+					defer f.Close()
+					in = f
+				}
+			} else if _, err := os.Lstat(args[0]); err != nil {
+				return usageError{err}
+			}
+			store, err := a.openStore(ctx, roleContent)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			opts := erisfs.EncodeOptions{ContentBlockSize: blockSize, DropUnrepresentable: drop, Logger: a.log}
+			var rc eris.ReadCapability
+			var st erisfs.EncodeStats
+			if in != nil {
+				rc, st, err = erisfs.EncodeNar(ctx, in, store, opts)
+			} else {
+				rc, st, err = erisfs.EncodeDir(ctx, args[0], store, opts)
+			}
+			if errors.Is(err, erisfs.ErrUnrepresentable) || errors.Is(err, erisfs.ErrLimit) {
+				return usageError{err}
+			}
+			if err != nil {
+				return err
+			}
+			if err := pinTree(ctx, store, rc); err != nil {
+				return err
+			}
+			if a.json {
+				return a.printJSON(map[string]any{
+					"urn": rc.URN(), "files": st.Files, "executables": st.Executables, "symlinks": st.Symlinks,
+					"directories": st.Directories, "bytes": st.Bytes, "distinct_contents": st.DistinctContents,
+					"dedup_files": st.DedupFiles, "dedup_bytes": st.DedupBytes, "blocks": st.Blocks,
+					"index_bytes": st.IndexBytes, "dropped": st.Dropped,
+				})
+			}
+			a.log.Info("published", "files", st.Files, "symlinks", st.Symlinks, "directories", st.Directories,
+				"bytes", st.Bytes, "dedup_files", st.DedupFiles, "dedup_bytes", st.DedupBytes,
+				"blocks", st.Blocks, "index_bytes", st.IndexBytes, "dropped", st.Dropped)
+			fmt.Fprintln(a.stdout, rc.URN())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&narPath, "nar", "", "publish the store item in this nar (- for stdin) instead of DIR")
+	f.BoolVar(&drop, "drop-unrepresentable", false, "leave out, with a warning, what ERIS-FS cannot hold instead of failing")
+	f.IntVar(&blockSize, "block-size", 0, "block size of file contents, 1024 or 32768 (default: per file, 1024 below 16 KiB, else 32768)")
+	return cmd
+}
+
+// pinTree pins every block of the tree rc (already stored) under its URN,
+// so that the store never evicts what was published, and waits until the
+// tags are committed.
+func pinTree(ctx context.Context, store *cache.SQLite, rc eris.ReadCapability) error {
+	tree, err := erisfs.Open(ctx, rc, store, erisfs.OpenOptions{})
+	if err != nil {
+		return err
+	}
+	pin, err := store.Pin(ctx, rc.URN())
+	if err != nil {
+		return err
+	}
+	err = tree.WalkBlocks(ctx, func(ref eris.Ref, _ int) error {
+		pin.Tag(ref)
+		return nil
+	})
+	return errors.Join(err, pin.Release(ctx), store.Flush(ctx))
+}

@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/spf13/cobra"
+
+	"erismount/narinfo/nar"
+)
+
+// cliTree runs erismount like cli, with publish and get registered even
+// where main.go does not list them yet.
+func cliTree(t *testing.T, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	a := &app{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errb}
+	root := newRootCmd(a)
+	for _, c := range []func(*app) *cobra.Command{newPublishCmd, newGetCmd} {
+		if cmd := c(a); findCmd(root, cmd.Name()) == nil {
+			root.AddCommand(cmd)
+		}
+	}
+	root.SetArgs(args)
+	root.SetIn(a.stdin)
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	err := root.ExecuteContext(context.Background())
+	if err != nil {
+		errb.WriteString("erismount: " + err.Error() + "\n")
+	}
+	return out.String(), errb.String(), exitCode(err)
+}
+
+// narDump is the nar of the tree at p.
+func narDump(t *testing.T, p string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if err := nar.WriteFS(context.Background(), &b, nar.DirFS(p)); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func TestPublishGet(t *testing.T) {
+	tmp := t.TempDir()
+	store := filepath.Join(tmp, "blocks.sqlite")
+	src := filepath.Join(tmp, "src")
+	for p, content := range map[string]string{
+		"bin/hello":              "#!/bin/sh\necho hello\n",
+		"share/doc/README":       strings.Repeat("read me ", 5000),
+		"share/doc/COPYING":      "same",
+		"share/licenses/COPYING": "same",
+	} {
+		full := filepath.Join(src, p)
+		os.MkdirAll(filepath.Dir(full), 0o755)
+		if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Chmod(filepath.Join(src, "bin/hello"), 0o755)
+	os.Symlink("share/doc", filepath.Join(src, "doc"))
+
+	out, stderr, code := cliTree(t, "", "--store", store, "--json", "publish", src)
+	if code != 0 {
+		t.Fatalf("publish: exit %d: %s", code, stderr)
+	}
+	var res struct {
+		URN        string `json:"urn"`
+		Files      int    `json:"files"`
+		DedupFiles int    `json:"dedup_files"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Files != 4 || res.DedupFiles != 1 {
+		t.Fatalf("publish --json: %s (%v)", out, err)
+	}
+	// The nar of the same tree publishes to the same URN, from stdin.
+	out, stderr, code = cliTree(t, string(narDump(t, src)), "--store", store, "publish", "--nar", "-")
+	if code != 0 || strings.TrimSpace(out) != res.URN {
+		t.Fatalf("publish --nar -: exit %d, %q, want %s: %s", code, out, res.URN, stderr)
+	}
+
+	dest := filepath.Join(tmp, "dest")
+	out, stderr, code = cliTree(t, "", "--store", store, "get", res.URN, dest)
+	if code != 0 || strings.TrimSpace(out) != dest {
+		t.Fatalf("get: exit %d, %q: %s", code, out, stderr)
+	}
+	if !bytes.Equal(narDump(t, dest), narDump(t, src)) {
+		t.Error("the tree got differs from the one published")
+	}
+	if info, err := os.Stat(filepath.Join(dest, "bin/hello")); err != nil || info.Mode() != 0o555 {
+		t.Errorf("bin/hello: %v, %v", info, err)
+	}
+	// Never overwrites.
+	_, stderr, code = cliTree(t, "", "--store", store, "get", res.URN, dest)
+	if code != exitUsage || !strings.Contains(stderr, "destination exists") {
+		t.Errorf("get onto an existing DEST: exit %d: %s", code, stderr)
+	}
+	// Offline from an empty store: blocks unavailable.
+	_, stderr, code = cliTree(t, "", "--store", filepath.Join(tmp, "empty.sqlite"), "get", res.URN, filepath.Join(tmp, "d2"))
+	if code != exitUnavailable {
+		t.Errorf("get from an empty store: exit %d: %s", code, stderr)
+	}
+	if _, err := os.Lstat(filepath.Join(tmp, "d2")); err == nil {
+		t.Error("a failed get left DEST behind")
+	}
+	chmodTree(dest)
+}
+
+func TestPublishUnrepresentable(t *testing.T) {
+	tmp := t.TempDir()
+	store := filepath.Join(tmp, "blocks.sqlite")
+	src := filepath.Join(tmp, "src")
+	os.MkdirAll(filepath.Join(src, "empty"), 0o755)
+	os.WriteFile(filepath.Join(src, "file"), []byte("x"), 0o644)
+	if err := syscall.Mkfifo(filepath.Join(src, "fifo"), 0o644); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	_, stderr, code := cliTree(t, "", "--store", store, "publish", src)
+	if code != exitUsage || !strings.Contains(stderr, `"empty": empty directory`) {
+		t.Errorf("publish: exit %d: %s", code, stderr)
+	}
+	out, stderr, code := cliTree(t, "", "--store", store, "publish", "--drop-unrepresentable", src)
+	if code != 0 || !strings.HasPrefix(out, "urn:eris:") || !strings.Contains(stderr, "fifo") || !strings.Contains(stderr, "WARN") {
+		t.Errorf("publish --drop-unrepresentable: exit %d, %q: %s", code, out, stderr)
+	}
+	for _, args := range [][]string{
+		{"publish"},
+		{"publish", src, "--nar", "x.nar"},
+		{"publish", "/nonexistent"},
+		{"publish", "--block-size", "4096", src},
+		{"get", "urn:eris:XYZ", filepath.Join(tmp, "x")},
+	} {
+		if _, stderr, code := cliTree(t, "", append([]string{"--store", store}, args...)...); code != exitUsage {
+			t.Errorf("%q: exit %d, want %d: %s", args, code, exitUsage, stderr)
+		}
+	}
+}
+
+// chmodTree makes a written tree removable again by t.TempDir's cleanup
+// when the tests run as an ordinary user.
+func chmodTree(p string) {
+	filepath.WalkDir(p, func(q string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			os.Chmod(q, 0o755)
+		}
+		return nil
+	})
+}
