@@ -13,6 +13,16 @@ import (
 // heldConcurrency bounds the contents Held counts at once.
 const heldConcurrency = 8
 
+// Holding is what Held counts: blocks (and their bytes, block size
+// times count) of an entry held locally, out of all it has.
+type Holding struct {
+	Blocks, TotalBlocks int64
+	Bytes, TotalBytes   int64
+}
+
+// Complete reports whether every block is held: the entry reads offline.
+func (h Holding) Complete() bool { return h.Blocks == h.TotalBlocks }
+
 // Held answers "will e work offline?": how many of the blocks of e are held
 // by local (has says whether one is), and how many there are. For a file
 // that is its content; for a directory every distinct content below it; for
@@ -20,7 +30,7 @@ const heldConcurrency = 8
 // when it holds a content's rightmost path, else through the tree's getter,
 // which may fetch a little; the blocks themselves are only counted, never
 // fetched (eris.CountHeld).
-func (t *Tree) Held(ctx context.Context, e *Entry, local eris.BlockGetter, has func(context.Context, eris.Ref) (bool, error)) (have, total int64, err error) {
+func (t *Tree) Held(ctx context.Context, e *Entry, local eris.BlockGetter, has func(context.Context, eris.Ref) (bool, error)) (Holding, error) {
 	type content struct {
 		rc   eris.ReadCapability
 		e    *Entry // nil: the index, whose size is known
@@ -45,7 +55,7 @@ func (t *Tree) Held(ctx context.Context, e *Entry, local eris.BlockGetter, has f
 	}
 	walk(e)
 
-	var nhave, ntotal atomic.Int64
+	var nhave, ntotal, bhave, btotal atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(heldConcurrency)
 	for _, c := range todo {
@@ -61,15 +71,19 @@ func (t *Tree) Held(ctx context.Context, e *Entry, local eris.BlockGetter, has f
 			if err != nil {
 				return err
 			}
+			n := eris.BlockCount(c.rc, size)
+			bs := int64(c.rc.BlockSize())
 			nhave.Add(h)
-			ntotal.Add(eris.BlockCount(c.rc, size))
+			ntotal.Add(n)
+			bhave.Add(h * bs)
+			btotal.Add(n * bs)
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return 0, 0, err
+		return Holding{}, err
 	}
-	return nhave.Load(), ntotal.Load(), nil
+	return Holding{Blocks: nhave.Load(), TotalBlocks: ntotal.Load(), Bytes: bhave.Load(), TotalBytes: btotal.Load()}, nil
 }
 
 // localSize is a file's size from local when it holds the content's

@@ -39,31 +39,31 @@ func TestHeld(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The index came through keep, so only the index is held.
-	have, total, err := tree.Held(ctx, tree.Root(), local, has)
+	h, err := tree.Held(ctx, tree.Root(), local, has)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if have == 0 || have >= total {
-		t.Fatalf("after Open: held %d of %d", have, total)
+	if h.Blocks == 0 || h.Blocks >= h.TotalBlocks || h.Bytes != h.Blocks*1024 {
+		t.Fatalf("after Open: held %+v", h)
 	}
 	big, _ := tree.Lookup("share/big")
-	if h, tot, _ := tree.Held(ctx, big, local, has); h > 2 || tot < 5 {
+	if h, _ := tree.Held(ctx, big, local, has); h.Blocks > 2 || h.TotalBlocks < 5 {
 		// Size came from the remote (the rightmost path: root + last leaf).
-		t.Fatalf("share/big before reading: %d of %d", h, tot)
+		t.Fatalf("share/big before reading: %+v", h)
 	}
 	if _, err := tree.ReadFile(ctx, big); err != nil {
 		t.Fatal(err)
 	}
-	if h, tot, _ := tree.Held(ctx, big, local, has); h != tot {
-		t.Fatalf("share/big after reading: %d of %d", h, tot)
+	if h, _ := tree.Held(ctx, big, local, has); !h.Complete() || h.TotalBytes != h.TotalBlocks*32768 {
+		t.Fatalf("share/big after reading: %+v", h)
 	}
 	// share/a and share/b share one content: the directory counts it once.
 	a, _ := tree.Lookup("share/a")
 	share, _ := tree.Lookup("share")
-	_, ta, _ := tree.Held(ctx, a, local, has)
-	_, tbig, _ := tree.Held(ctx, big, local, has)
-	if _, tshare, _ := tree.Held(ctx, share, local, has); tshare != ta+tbig {
-		t.Errorf("share counts %d blocks, want %d + %d", tshare, ta, tbig)
+	ha, _ := tree.Held(ctx, a, local, has)
+	hbig, _ := tree.Held(ctx, big, local, has)
+	if hshare, _ := tree.Held(ctx, share, local, has); hshare.TotalBlocks != ha.TotalBlocks+hbig.TotalBlocks {
+		t.Errorf("share counts %d blocks, want %d + %d", hshare.TotalBlocks, ha.TotalBlocks, hbig.TotalBlocks)
 	}
 	// Fetch everything: all held.
 	var caps []eris.ReadCapability
@@ -75,8 +75,8 @@ func TestHeld(t *testing.T) {
 	if _, err := eris.Prefetch(ctx, caps, keep, eris.PrefetchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if have, total, _ := tree.Held(ctx, tree.Root(), local, has); have != total {
-		t.Fatalf("after prefetch: held %d of %d", have, total)
+	if h, _ := tree.Held(ctx, tree.Root(), local, has); !h.Complete() {
+		t.Fatalf("after prefetch: held %+v", h)
 	}
 }
 
