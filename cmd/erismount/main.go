@@ -153,6 +153,12 @@ func subcommands(a *app) []*cobra.Command {
 		newNarinfoCmd(a),
 		newNarCmd(a),
 		newCopyInCmd(a),
+		newPublishCmd(a),
+		newGetCmd(a),
+		newPinCmd(a),
+		newUnpinCmd(a),
+		newPinsCmd(a),
+		newStatusCmd(a),
 	}
 }
 
