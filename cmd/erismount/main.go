@@ -159,6 +159,7 @@ func subcommands(a *app) []*cobra.Command {
 		newUnpinCmd(a),
 		newPinsCmd(a),
 		newStatusCmd(a),
+		newDemoCmd(a),
 	}
 }
 
