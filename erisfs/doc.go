@@ -32,6 +32,8 @@
 //     with no entries is an empty root directory.
 //   - A file is executable when its owner may execute it, as Nix and Guix
 //     serialize nars.
+//   - Entry numbers (Ino) are positions in a walk in sorted order, root 1:
+//     stable for a tree, not across trees.
 //
 // It does not store, fetch or mount: see packages cache, fetcher, fusefs.
 //
