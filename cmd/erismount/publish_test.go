@@ -10,33 +10,8 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/spf13/cobra"
-
 	"erismount/narinfo/nar"
 )
-
-// cliTree runs erismount like cli, with publish and get registered even
-// where main.go does not list them yet.
-func cliTree(t *testing.T, stdin string, args ...string) (string, string, int) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	a := &app{stdin: strings.NewReader(stdin), stdout: &out, stderr: &errb}
-	root := newRootCmd(a)
-	for _, c := range []func(*app) *cobra.Command{newPublishCmd, newGetCmd} {
-		if cmd := c(a); findCmd(root, cmd.Name()) == nil {
-			root.AddCommand(cmd)
-		}
-	}
-	root.SetArgs(args)
-	root.SetIn(a.stdin)
-	root.SetOut(&out)
-	root.SetErr(&errb)
-	err := root.ExecuteContext(context.Background())
-	if err != nil {
-		errb.WriteString("erismount: " + err.Error() + "\n")
-	}
-	return out.String(), errb.String(), exitCode(err)
-}
 
 // narDump is the nar of the tree at p.
 func narDump(t *testing.T, p string) []byte {
@@ -67,7 +42,7 @@ func TestPublishGet(t *testing.T) {
 	os.Chmod(filepath.Join(src, "bin/hello"), 0o755)
 	os.Symlink("share/doc", filepath.Join(src, "doc"))
 
-	out, stderr, code := cliTree(t, "", "--store", store, "--json", "publish", src)
+	out, stderr, code := cli(t, "", "--store", store, "--json", "publish", src)
 	if code != 0 {
 		t.Fatalf("publish: exit %d: %s", code, stderr)
 	}
@@ -80,13 +55,13 @@ func TestPublishGet(t *testing.T) {
 		t.Fatalf("publish --json: %s (%v)", out, err)
 	}
 	// The nar of the same tree publishes to the same URN, from stdin.
-	out, stderr, code = cliTree(t, string(narDump(t, src)), "--store", store, "publish", "--nar", "-")
+	out, stderr, code = cli(t, string(narDump(t, src)), "--store", store, "publish", "--nar", "-")
 	if code != 0 || strings.TrimSpace(out) != res.URN {
 		t.Fatalf("publish --nar -: exit %d, %q, want %s: %s", code, out, res.URN, stderr)
 	}
 
 	dest := filepath.Join(tmp, "dest")
-	out, stderr, code = cliTree(t, "", "--store", store, "get", res.URN, dest)
+	out, stderr, code = cli(t, "", "--store", store, "get", res.URN, dest)
 	if code != 0 || strings.TrimSpace(out) != dest {
 		t.Fatalf("get: exit %d, %q: %s", code, out, stderr)
 	}
@@ -97,12 +72,12 @@ func TestPublishGet(t *testing.T) {
 		t.Errorf("bin/hello: %v, %v", info, err)
 	}
 	// Never overwrites.
-	_, stderr, code = cliTree(t, "", "--store", store, "get", res.URN, dest)
+	_, stderr, code = cli(t, "", "--store", store, "get", res.URN, dest)
 	if code != exitUsage || !strings.Contains(stderr, "destination exists") {
 		t.Errorf("get onto an existing DEST: exit %d: %s", code, stderr)
 	}
 	// Offline from an empty store: blocks unavailable.
-	_, stderr, code = cliTree(t, "", "--store", filepath.Join(tmp, "empty.sqlite"), "get", res.URN, filepath.Join(tmp, "d2"))
+	_, stderr, code = cli(t, "", "--store", filepath.Join(tmp, "empty.sqlite"), "get", res.URN, filepath.Join(tmp, "d2"))
 	if code != exitUnavailable {
 		t.Errorf("get from an empty store: exit %d: %s", code, stderr)
 	}
@@ -121,11 +96,11 @@ func TestPublishUnrepresentable(t *testing.T) {
 	if err := syscall.Mkfifo(filepath.Join(src, "fifo"), 0o644); err != nil {
 		t.Skipf("mkfifo: %v", err)
 	}
-	_, stderr, code := cliTree(t, "", "--store", store, "publish", src)
+	_, stderr, code := cli(t, "", "--store", store, "publish", src)
 	if code != exitUsage || !strings.Contains(stderr, `"empty": empty directory`) {
 		t.Errorf("publish: exit %d: %s", code, stderr)
 	}
-	out, stderr, code := cliTree(t, "", "--store", store, "publish", "--drop-unrepresentable", src)
+	out, stderr, code := cli(t, "", "--store", store, "publish", "--drop-unrepresentable", src)
 	if code != 0 || !strings.HasPrefix(out, "urn:eris:") || !strings.Contains(stderr, "fifo") || !strings.Contains(stderr, "WARN") {
 		t.Errorf("publish --drop-unrepresentable: exit %d, %q: %s", code, out, stderr)
 	}
@@ -136,7 +111,7 @@ func TestPublishUnrepresentable(t *testing.T) {
 		{"publish", "--block-size", "4096", src},
 		{"get", "urn:eris:XYZ", filepath.Join(tmp, "x")},
 	} {
-		if _, stderr, code := cliTree(t, "", append([]string{"--store", store}, args...)...); code != exitUsage {
+		if _, stderr, code := cli(t, "", append([]string{"--store", store}, args...)...); code != exitUsage {
 			t.Errorf("%q: exit %d, want %d: %s", args, code, exitUsage, stderr)
 		}
 	}
