@@ -1,0 +1,274 @@
+package erisnar
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"hash"
+	"io"
+	"sync"
+
+	"erismount/eris"
+	"erismount/erisfs"
+	"erismount/narinfo"
+	"erismount/narinfo/nar"
+)
+
+// Options configure Write and WriteChecked. The zero value is useful.
+type Options struct {
+	// ReadAhead is how many files past the one being written are fetched
+	// at once; 0 means 32.
+	ReadAhead int
+	// SmallFile is the size up to which a file is read whole ahead of the
+	// writer; the first SmallFile bytes of a larger file are read ahead
+	// and the rest streamed when its turn comes. 0 means 512 KiB. At most
+	// ReadAhead × SmallFile bytes of content wait in memory.
+	SmallFile int
+}
+
+func (o Options) withDefaults() Options {
+	if o.ReadAhead <= 0 {
+		o.ReadAhead = 32
+	}
+	if o.SmallFile <= 0 {
+		o.SmallFile = 512 << 10
+	}
+	return o
+}
+
+// Write writes the nar of t to w and returns its NarHash and NarSize. The
+// nar is what nix-store --dump gives for the tree written out: entries in
+// byte order, each file's executable bit, symlink targets as they are.
+// Every block is verified by the tree's reader; a missing or corrupt block,
+// a failure of w or a cancelled ctx stops the nar short with an error.
+func Write(ctx context.Context, w io.Writer, t *erisfs.Tree, opts Options) (nar.Sum, error) {
+	hw := nar.NewHashingWriter(w)
+	if err := write(ctx, hw, t, opts.withDefaults()); err != nil {
+		return nar.Sum{}, err
+	}
+	return hw.Sum(), nil
+}
+
+// WriteChecked writes the nar of t to w, checked against the signed
+// NarHash and NarSize of n: it fails as soon as the nar grows past NarSize,
+// and it holds back the last bytes of the nar until the whole of it is known
+// to match. On a mismatch (an error matching narinfo.ErrMismatch) or any
+// other error, w has received less than a whole nar; the caller must then
+// abort whatever w feeds rather than end it cleanly.
+func WriteChecked(ctx context.Context, w io.Writer, t *erisfs.Tree, n *narinfo.Narinfo, opts Options) error {
+	c := &checked{w: w, storePath: n.StorePath, want: n.Sum(), h: sha256.New()}
+	if err := write(ctx, c, t, opts.withDefaults()); err != nil {
+		return err
+	}
+	return c.finish()
+}
+
+// holdBack is how many bytes at the end of a nar WriteChecked keeps until
+// the nar is verified: the closing ")" of the root node, an 8-byte length
+// and the padded token (spec §2.1). A nar without them is incomplete to every
+// parser, and every nar is longer than this.
+const holdBack = 16
+
+// checked passes a nar on to w, hashing it, except for the last holdBack
+// bytes, which finish writes only if the whole nar matched.
+type checked struct {
+	w         io.Writer
+	storePath string
+	want      nar.Sum
+	h         hash.Hash
+	n         int64
+	held      []byte
+	failed    error
+}
+
+func (c *checked) Write(p []byte) (int, error) {
+	if c.failed != nil {
+		return 0, c.failed
+	}
+	if c.n+int64(len(p)) > c.want.Size {
+		c.failed = &narinfo.MismatchError{StorePath: c.storePath, Want: c.want, Got: nar.Sum{Size: c.n + int64(len(p))}}
+		return 0, c.failed
+	}
+	c.h.Write(p)
+	c.n += int64(len(p))
+	// Pass on everything but the last holdBack bytes of held+p.
+	var out []byte
+	if len(p) >= holdBack {
+		if len(c.held) > 0 {
+			if err := c.send(c.held); err != nil {
+				return 0, err
+			}
+		}
+		out = p[:len(p)-holdBack]
+		c.held = append(c.held[:0], p[len(p)-holdBack:]...)
+	} else {
+		c.held = append(c.held, p...)
+		if over := len(c.held) - holdBack; over > 0 {
+			out = append([]byte(nil), c.held[:over]...)
+			c.held = append(c.held[:0], c.held[over:]...)
+		}
+	}
+	if len(out) > 0 {
+		if err := c.send(out); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+func (c *checked) send(b []byte) error {
+	if _, err := c.w.Write(b); err != nil {
+		c.failed = err
+		return err
+	}
+	return nil
+}
+
+// finish compares the nar with the narinfo and, if they match, writes the
+// bytes held back.
+func (c *checked) finish() error {
+	if c.failed != nil {
+		return c.failed
+	}
+	var got nar.Sum
+	c.h.Sum(got.Hash[:0])
+	got.Size = c.n
+	if got != c.want {
+		c.failed = &narinfo.MismatchError{StorePath: c.storePath, Want: c.want, Got: got}
+		return c.failed
+	}
+	return c.send(c.held)
+}
+
+// file is a file's content being fetched ahead of the writer.
+type file struct {
+	e    *erisfs.Entry
+	done chan struct{}
+	// Set before done is closed:
+	data []byte       // the content, or its first part when size is larger
+	size int64        // the whole content's length
+	r    *eris.Reader // reads the rest when size > len(data)
+	err  error
+}
+
+// fetch reads f's content, or its first part, and its size. A read into a
+// buffer as large as the content could be gives both in one go: the eris
+// reader stops at the last leaf.
+func (f *file) fetch(ctx context.Context, t *erisfs.Tree, small int) {
+	defer close(f.done)
+	r, err := t.Open(ctx, f.e)
+	if err != nil {
+		f.err = err
+		return
+	}
+	buf := make([]byte, bufferSize(f.e.Capability(), small))
+	n, err := r.ReadAtContext(ctx, buf, 0)
+	switch {
+	case err == io.EOF:
+		f.data, f.size = buf[:n], int64(n)
+		return
+	case err != nil:
+		f.err = err
+		return
+	}
+	f.data, f.r = buf, r
+	f.size, f.err = t.Size(ctx, f.e)
+	if f.err == nil && f.size < int64(n) {
+		f.err = fmt.Errorf("%w: content of %q is shorter than its first %d bytes", eris.ErrCorrupt, f.e.Path(), n)
+	}
+}
+
+// bufferSize is the most content rc can hold, capped at small: one block
+// for a tree of level 0, an arity's worth of blocks more per level.
+func bufferSize(rc eris.ReadCapability, small int) int {
+	n := rc.BlockSize()
+	arity := n / 64
+	for range rc.Level() {
+		if n >= small {
+			break
+		}
+		n *= arity
+	}
+	return min(n, small)
+}
+
+var kinds = map[erisfs.Kind]nar.Type{
+	erisfs.Regular:    nar.Regular,
+	erisfs.Executable: nar.Executable,
+	erisfs.Symlink:    nar.Symlink,
+	erisfs.Directory:  nar.Directory,
+}
+
+// write writes the nar of t to w, the files fetched opts.ReadAhead ahead.
+// The tree's Ino order is nar order: a walk in byte order, each directory
+// before its entries (spec §2.1).
+func write(ctx context.Context, w io.Writer, t *erisfs.Tree, opts Options) (err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	ahead := make(chan *file, opts.ReadAhead)
+	wg.Go(func() {
+		defer close(ahead)
+		for e := range t.All() {
+			if !e.Kind().IsFile() {
+				continue
+			}
+			f := &file{e: e, done: make(chan struct{})}
+			select {
+			case ahead <- f:
+			case <-ctx.Done():
+				return
+			}
+			wg.Go(func() { f.fetch(ctx, t, opts.SmallFile) })
+		}
+	})
+
+	nw := nar.NewWriter(w)
+	for e := range t.All() {
+		h := &nar.Header{Path: e.Path(), Type: kinds[e.Kind()], LinkTarget: e.Target()}
+		if !e.Kind().IsFile() {
+			if err := nw.WriteHeader(h); err != nil {
+				return err
+			}
+			continue
+		}
+		f, ok := <-ahead
+		if !ok { // the reader stopped: ctx ended
+			return context.Cause(ctx)
+		}
+		<-f.done // fetch honours ctx
+		if f.err != nil {
+			return fmt.Errorf("erisnar: %s: %w", displayPath(e.Path()), f.err)
+		}
+		h.Size = f.size
+		if err := nw.WriteHeader(h); err != nil {
+			return err
+		}
+		if _, err := nw.Write(f.data); err != nil {
+			return err
+		}
+		if rest := f.size - int64(len(f.data)); rest > 0 {
+			if _, err := f.r.Seek(int64(len(f.data)), io.SeekStart); err != nil {
+				return err
+			}
+			// The reader's WriteTo keeps the next chunk in flight; nw
+			// refuses more than h.Size bytes and, at the next node or
+			// Close, fewer.
+			if _, err := f.r.WriteTo(nw); err != nil {
+				return fmt.Errorf("erisnar: %s: %w", displayPath(e.Path()), err)
+			}
+		}
+		f.data = nil
+	}
+	return nw.Close()
+}
+
+func displayPath(p string) string {
+	if p == "" {
+		return "the root"
+	}
+	return p
+}
