@@ -130,3 +130,16 @@ func BenchmarkDecode(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkEncodeSmall encodes a 4 KiB file, the common case of a store
+// item's files: no goroutines, pooled buffers.
+func BenchmarkEncodeSmall(b *testing.B) {
+	content := benchContent()[:4096]
+	b.SetBytes(int64(len(content)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := eris.Encode(context.Background(), bytes.NewReader(content), discard{}, eris.EncodeOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

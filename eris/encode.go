@@ -61,36 +61,110 @@ func Encode(ctx context.Context, r io.Reader, p BlockPutter, opts EncodeOptions)
 	return rc, err
 }
 
+// batchPool recycles batch buffers across encodings: erisfs encodes
+// thousands of small files, and a fresh window of buffers per file made
+// allocation and clearing dominate publishing.
+var batchPool = sync.Pool{New: func() any {
+	return &batch{buf: make([]byte, batchBytes), pairs: make([]byte, batchBytes/BlockSize1K*64)}
+}}
+
+// fill reads the next batch of leaves from r into b, padding the last one,
+// and reports whether the content ended.
+func (e *encoder) fill(r io.Reader, b *batch) (last bool, err error) {
+	perBatch := max(1, batchBytes/e.bs)
+	buf := b.buf[:perBatch*e.bs]
+	n, err := io.ReadFull(r, buf)
+	e.stats.Size += int64(n)
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		// Padding is always added (spec §2.2): 0x80 then zeros to the
+		// block boundary, a whole block if n is aligned.
+		buf[n] = 0x80
+		end := (n/e.bs + 1) * e.bs
+		clear(buf[n+1 : end])
+		b.leaves = end / e.bs
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("eris: encode: read: %w", err)
+	}
+	b.leaves = perBatch
+	return false, nil
+}
+
 // EncodeStats is Encode that also reports what was written.
 func EncodeStats(ctx context.Context, r io.Reader, p BlockPutter, opts EncodeOptions) (ReadCapability, Stats, error) {
 	bs := opts.BlockSize
+	first := batchPool.Get().(*batch)
 	if bs == 0 {
-		head := make([]byte, 16<<10)
-		n, err := io.ReadFull(r, head)
+		// The spec's recommendation (§2.1): 1 KiB below 16 KiB of
+		// content. The first batch holds more than that, so reading it
+		// decides.
+		n, err := io.ReadFull(r, first.buf[:16<<10])
 		switch {
 		case err == io.EOF || err == io.ErrUnexpectedEOF:
 			bs = BlockSize1K
 		case err != nil:
+			batchPool.Put(first)
 			return ReadCapability{}, Stats{}, fmt.Errorf("eris: encode: read: %w", err)
 		default:
 			bs = BlockSize32K
 		}
-		r = io.MultiReader(bytes.NewReader(head[:n]), r)
+		r = io.MultiReader(bytes.NewReader(append([]byte(nil), first.buf[:n]...)), r)
 	}
 	if !ValidBlockSize(bs) {
+		batchPool.Put(first)
 		return ReadCapability{}, Stats{}, fmt.Errorf("eris: encode: block size %d, want 1024 or 32768", bs)
 	}
-	workers := opts.Workers
+	e := &encoder{bs: bs, put: p, secret: opts.Secret}
+	last, err := e.fill(r, first)
+	if err != nil {
+		batchPool.Put(first)
+		return ReadCapability{}, Stats{}, err
+	}
+	if last {
+		// Content of one batch (every file below 256 KiB): no
+		// goroutines, no hand-offs.
+		err := e.sealInline(ctx, first)
+		batchPool.Put(first)
+		if err != nil {
+			return ReadCapability{}, Stats{}, err
+		}
+		rc, err := e.finish(ctx)
+		return rc, e.stats, err
+	}
+	if err := e.pipeline(ctx, r, first, opts.Workers); err != nil {
+		return ReadCapability{}, Stats{}, err
+	}
+	rc, err := e.finish(ctx)
+	return rc, e.stats, err
+}
+
+// sealInline seals one batch's leaves and builds the tree above them in
+// the calling goroutine.
+func (e *encoder) sealInline(ctx context.Context, b *batch) error {
+	h, _ := blake2b.New256(e.secret[:]) // 32-byte key: cannot fail
+	if err := e.sealLeaves(ctx, h, b); err != nil {
+		return err
+	}
+	for i := range b.leaves {
+		if err := e.push(ctx, 1, b.pairs[i*64:i*64+64]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// pipeline encodes the leaves of first and of the rest of r on several
+// workers: a reader fills batches in order, workers hash, encrypt and write
+// their leaves, and this goroutine takes the batches back in order to build
+// the tree above them. A window of batches bounds the memory.
+func (e *encoder) pipeline(ctx context.Context, r io.Reader, first *batch, workers int) error {
 	if workers <= 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
-	e := &encoder{bs: bs, put: p, secret: opts.Secret}
-	perBatch := max(1, batchBytes/bs)
 	window := 2*workers + 2
-	free := make(chan *batch, window)
-	for range window {
-		free <- &batch{buf: make([]byte, perBatch*bs), pairs: make([]byte, perBatch*64)}
-	}
+	slots := make(chan struct{}, window) // a token per batch in flight
+	slots <- struct{}{}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -98,44 +172,35 @@ func EncodeStats(ctx context.Context, r io.Reader, p BlockPutter, opts EncodeOpt
 	jobs := make(chan *batch)
 	done := make(chan *batch, window)
 
-	// Reader: fills batches in order and pads the last one.
 	g.Go(func() error {
 		defer close(jobs)
+		b := first
 		for seq := int64(0); ; seq++ {
-			var b *batch
-			select {
-			case b = <-free:
-			case <-gctx.Done():
-				return gctx.Err()
-			}
-			n, err := io.ReadFull(r, b.buf)
-			b.seq = seq
-			e.stats.Size += int64(n)
 			last := false
-			switch {
-			case err == io.EOF || err == io.ErrUnexpectedEOF:
-				last = true
-			case err != nil:
-				return fmt.Errorf("eris: encode: read: %w", err)
+			if b == nil {
+				select {
+				case slots <- struct{}{}:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+				b = batchPool.Get().(*batch)
+				var err error
+				if last, err = e.fill(r, b); err != nil {
+					batchPool.Put(b)
+					return err
+				}
 			}
-			if !last {
-				b.leaves = len(b.buf) / bs
-			} else {
-				// Padding is always added (spec §2.2): 0x80 then zeros
-				// to the block boundary, a whole block if n is aligned.
-				b.buf[n] = 0x80
-				end := (n/bs + 1) * bs
-				clear(b.buf[n+1 : end])
-				b.leaves = end / bs
-			}
+			b.seq = seq
 			select {
 			case jobs <- b:
 			case <-gctx.Done():
+				batchPool.Put(b)
 				return gctx.Err()
 			}
 			if last {
 				return nil
 			}
+			b = nil
 		}
 	})
 	var wg sync.WaitGroup
@@ -146,6 +211,7 @@ func EncodeStats(ctx context.Context, r io.Reader, p BlockPutter, opts EncodeOpt
 			h, _ := blake2b.New256(e.secret[:]) // 32-byte key: cannot fail
 			for b := range jobs {
 				if err := e.sealLeaves(gctx, h, b); err != nil {
+					batchPool.Put(b)
 					return err
 				}
 				done <- b
@@ -155,13 +221,14 @@ func EncodeStats(ctx context.Context, r io.Reader, p BlockPutter, opts EncodeOpt
 	}
 	go func() { wg.Wait(); close(done) }()
 
-	// Collector: takes batches back in order and builds the tree above
-	// the leaves. Internal nodes are few (1/16 or 1/512 of the leaves).
+	// Internal nodes are few (1/16 or 1/512 of the leaves): this
+	// goroutine builds them as batches come back in order.
 	pending := make(map[int64]*batch, window)
 	var next int64
 	var collectErr error
 	for b := range done {
 		if collectErr != nil {
+			batchPool.Put(b)
 			continue
 		}
 		pending[b.seq] = b
@@ -179,18 +246,18 @@ func EncodeStats(ctx context.Context, r io.Reader, p BlockPutter, opts EncodeOpt
 					break
 				}
 			}
-			free <- b
+			batchPool.Put(b)
+			<-slots
 		}
+	}
+	for _, b := range pending {
+		batchPool.Put(b)
 	}
 	err := g.Wait()
 	if collectErr != nil {
-		return ReadCapability{}, Stats{}, collectErr
+		return collectErr
 	}
-	if err != nil {
-		return ReadCapability{}, Stats{}, err
-	}
-	rc, err := e.finish(ctx)
-	return rc, e.stats, err
+	return err
 }
 
 type encoder struct {
