@@ -367,11 +367,12 @@ func (pl *Pool) attempt(ctx context.Context, c candidate, ref eris.Ref, hedge bo
 // record updates a peer's counters, latency and state after an attempt
 // started at t0.
 //
-// Consecutive failures are counted once per cause: an attempt that was
-// already in flight when the last failure was counted does not count
-// again. A connection that breaks fails every request on it at once, and a
-// silent peer times out every request in flight; either is one failure,
-// and the peer is dead only when requests sent after it fail too.
+// Consecutive failures are counted once per cause: a failure of an attempt
+// that was already in flight when the last failure was counted, and that
+// comes within failBurst of it, does not count again. A connection that
+// breaks fails every request on it at once, and a silent peer times out
+// every request in flight; either is one failure, and the peer is dead
+// only when later requests fail too.
 func (pl *Pool) record(pp *poolPeer, probe bool, ctx context.Context, t0 time.Time, n int, err error) {
 	dur := time.Since(t0)
 	answered := err == nil || errors.Is(err, eris.ErrNotFound)
@@ -422,7 +423,7 @@ func (pl *Pool) record(pp *poolPeer, probe bool, ctx context.Context, t0 time.Ti
 	}
 	now := time.Now()
 	corrupt := errors.Is(err, eris.ErrCorrupt)
-	if t0.After(pp.lastFail) || corrupt {
+	if t0.After(pp.lastFail) || now.Sub(pp.lastFail) > failBurst || corrupt {
 		pp.failures++
 		pp.penalty++
 		pp.lastFail = now
@@ -443,6 +444,10 @@ func (pl *Pool) record(pp *poolPeer, probe bool, ctx context.Context, t0 time.Ti
 		pl.log.Warn("peer is dead, skipping it", "peer", pp.url, "for", pp.backoff, "err", err)
 	}
 }
+
+// failBurst is how close together failures of requests in flight at the
+// same time must be to count as one.
+const failBurst = 50 * time.Millisecond
 
 // endProbe frees the probe slot of a peer whose probe was not sent or was
 // cut short without telling anything.
