@@ -166,11 +166,7 @@ func BenchmarkFilesGet(b *testing.B) {
 func BenchmarkSQLiteGetUnverified(b *testing.B) {
 	s, refs := filledSQLite(b)
 	ctx := context.Background()
-	randomGets(b, refs, func(ref eris.Ref) ([]byte, error) {
-		var blk []byte
-		err := s.get.QueryRowContext(ctx, ref[:]).Scan(&blk)
-		return blk, err
-	})
+	randomGets(b, refs, func(ref eris.Ref) ([]byte, error) { return s.read(ctx, ref) })
 }
 
 func BenchmarkFilesGetUnverified(b *testing.B) {

@@ -162,8 +162,9 @@ func TestSQLiteDamage(t *testing.T) {
 		name   string
 		damage string // SQL on data.bytes for the block's id
 	}{
-		{"flipped byte", `UPDATE data SET bytes = zeroblob(1) || substr(bytes, 2) WHERE id = (SELECT id FROM blocks WHERE ref = ?)`},
+		{"flipped byte (and made text)", `UPDATE data SET bytes = zeroblob(1) || substr(bytes, 2) WHERE id = (SELECT id FROM blocks WHERE ref = ?)`},
 		{"truncated", `UPDATE data SET bytes = substr(bytes, 1, 1000) WHERE id = (SELECT id FROM blocks WHERE ref = ?)`},
+		{"made a number", `UPDATE data SET bytes = 42 WHERE id = (SELECT id FROM blocks WHERE ref = ?)`},
 		{"other block's bytes", `UPDATE data SET bytes = (SELECT d.bytes FROM data d JOIN blocks b ON b.id = d.id WHERE b.ref != ?1 LIMIT 1) WHERE id = (SELECT id FROM blocks WHERE ref = ?1)`},
 	}
 	for _, tc := range tests {
