@@ -3,6 +3,7 @@ package fetcher
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -84,19 +85,33 @@ func (p *httpPeer) get(ctx context.Context, ref eris.Ref) ([]byte, error) {
 	default:
 		return nil, httpStatusErr(resp)
 	}
-	if resp.ContentLength > eris.BlockSize32K {
-		return nil, fmt.Errorf("%w: response of %d bytes", eris.ErrCorrupt, resp.ContentLength)
-	}
-	b := make([]byte, 0, eris.BlockSize32K)
-	buf := bytes.NewBuffer(b)
-	n, err := buf.ReadFrom(io.LimitReader(resp.Body, eris.BlockSize32K+1))
-	if err != nil {
-		return nil, err
-	}
+	return readBlock(resp.Body, resp.ContentLength)
+}
+
+// readBlock reads a response body that must be at most one block: n bytes
+// when the length is known (n >= 0), else up to 32 KiB.
+func readBlock(r io.Reader, n int64) ([]byte, error) {
 	if n > eris.BlockSize32K {
-		return nil, fmt.Errorf("%w: response of more than %d bytes", eris.ErrCorrupt, eris.BlockSize32K)
+		return nil, fmt.Errorf("%w: response of %d bytes", eris.ErrCorrupt, n)
 	}
-	return buf.Bytes(), nil
+	size := n
+	if n < 0 {
+		size = eris.BlockSize32K
+	}
+	b := make([]byte, size)
+	got, err := io.ReadFull(r, b)
+	switch {
+	case err == nil:
+		// Full: anything more makes it longer than a block.
+		var one [1]byte
+		if k, _ := io.ReadFull(r, one[:]); k > 0 {
+			return nil, fmt.Errorf("%w: response of more than %d bytes", eris.ErrCorrupt, size)
+		}
+	case n < 0 && (errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)):
+	default:
+		return nil, err // cut short: a transport failure
+	}
+	return b[:got], nil
 }
 
 // PutBlock stores a block with PUT <prefix>/uri-res/N2R?urn:blake2b:<REF>;

@@ -4,9 +4,22 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	"github.com/plgd-dev/go-coap/v3/mux"
+	coapnet "github.com/plgd-dev/go-coap/v3/net"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+	"github.com/plgd-dev/go-coap/v3/options"
+	"github.com/plgd-dev/go-coap/v3/tcp"
+	"github.com/plgd-dev/go-coap/v3/udp"
 
 	"erismount/eris"
 )
@@ -109,4 +122,121 @@ func TestPutReadOnly(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestHTTPPeerBadResponses: an HTTP peer that sends more than a block, a
+// body cut short, or a server error is reported, never believed.
+func TestHTTPPeerBadResponses(t *testing.T) {
+	b := randomBlocks(t, 1, eris.BlockSize1K)[0]
+	ref := eris.RefOf(b)
+	cases := []struct {
+		name    string
+		handler http.HandlerFunc
+		want    error
+	}{
+		{"too long", func(w http.ResponseWriter, _ *http.Request) { w.Write(bytes.Repeat(b, 40)) }, eris.ErrCorrupt},
+		{"too long, chunked", func(w http.ResponseWriter, _ *http.Request) {
+			w.Write(b)
+			w.(http.Flusher).Flush()
+			w.Write(bytes.Repeat(b, 40))
+		}, eris.ErrCorrupt},
+		{"cut short", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Length", "1024")
+			w.Write(b[:500])
+		}, io.ErrUnexpectedEOF},
+		{"wrong block", func(w http.ResponseWriter, _ *http.Request) { w.Write(b[:512]) }, eris.ErrCorrupt},
+		{"server error", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "disk on fire", 500) }, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			srv := httptest.NewServer(c.handler)
+			defer srv.Close()
+			p := dial(t, srv.URL, ClientOptions{})
+			_, err := p.GetBlock(context.Background(), ref)
+			var pe *PeerError
+			if !errors.As(err, &pe) {
+				t.Fatalf("got %v, want a PeerError", err)
+			}
+			if c.want != nil && !errors.Is(err, c.want) {
+				t.Fatalf("got %v, want %v", err, c.want)
+			}
+			if c.want == nil && !strings.Contains(err.Error(), "500") {
+				t.Fatalf("got %v, want the 500 named", err)
+			}
+		})
+	}
+}
+
+// TestCoAPPeerBadResponses: a CoAP peer that sends an endless block-wise
+// transfer, blocks out of order, more than 32 KiB at once or an error code
+// is reported, never believed.
+func TestCoAPPeerBadResponses(t *testing.T) {
+	b := randomBlocks(t, 1, eris.BlockSize32K)[0]
+	ref := eris.RefOf(b)
+	block2 := func(w mux.ResponseWriter, r *mux.Message, shift int64, more bool) {
+		num := int64(0)
+		if v, err := r.GetOptionUint32(message.Block2); err == nil {
+			_, num, _, _ = blockwise.DecodeBlockOption(v)
+		}
+		w.SetResponse(codes.Content, message.AppOctets, bytes.NewReader(b[:1024]))
+		v, _ := blockwise.EncodeBlockOption(blockwise.SZX1024, num+shift, more)
+		w.Message().SetOptionUint32(message.Block2, v)
+	}
+	cases := []struct {
+		name    string
+		network string
+		handler mux.HandlerFunc
+		want    error
+		text    string
+	}{
+		{"endless", "udp", func(w mux.ResponseWriter, r *mux.Message) { block2(w, r, 0, true) }, eris.ErrCorrupt, "more than 32768"},
+		{"out of order", "udp", func(w mux.ResponseWriter, r *mux.Message) { block2(w, r, 2, true) }, nil, "at offset"},
+		{"too long at once", "tcp", func(w mux.ResponseWriter, r *mux.Message) {
+			w.SetResponse(codes.Content, message.AppOctets, bytes.NewReader(bytes.Repeat(b[:1024], 40)))
+		}, eris.ErrCorrupt, "response of 40960 bytes"},
+		{"server error", "udp", func(w mux.ResponseWriter, r *mux.Message) {
+			w.SetResponse(codes.InternalServerError, message.TextPlain, strings.NewReader("disk on fire"))
+		}, nil, "5.00"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			url := rogueCoAP(t, c.network, c.handler)
+			p := dial(t, url, ClientOptions{})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := p.GetBlock(ctx, ref)
+			var pe *PeerError
+			if !errors.As(err, &pe) || (c.want != nil && !errors.Is(err, c.want)) || !strings.Contains(err.Error(), c.text) {
+				t.Fatalf("got %v, want a PeerError (%v) saying %q", err, c.want, c.text)
+			}
+		})
+	}
+}
+
+// rogueCoAP serves h on go-coap's own server (no fetcher code) and returns
+// its store URL.
+func rogueCoAP(t *testing.T, network string, h mux.Handler) string {
+	t.Helper()
+	tick := newPeriodic(time.Second)
+	done := make(chan struct{})
+	if network == "udp" {
+		l, err := coapnet.NewListenUDP("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := udp.NewServer(options.WithMux(h), options.WithErrors(func(error) {}), options.WithPeriodicRunner(tick.add),
+			options.WithBlockwise(false, blockwise.SZX1024, time.Second))
+		go func() { defer close(done); srv.Serve(l) }()
+		t.Cleanup(func() { srv.Stop(); <-done; tick.stop() })
+		return "coap://" + l.LocalAddr().String()
+	}
+	nl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := tcp.NewServer(options.WithMux(h), options.WithErrors(func(error) {}), options.WithPeriodicRunner(tick.add),
+		options.WithBlockwise(false, blockwise.SZX1024, time.Second))
+	go func() { defer close(done); srv.Serve(&acceptListener{l: nl}) }()
+	t.Cleanup(func() { srv.Stop(); <-done; tick.stop() })
+	return "coap+tcp://" + nl.Addr().String()
 }
