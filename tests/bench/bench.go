@@ -1,0 +1,374 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"erismount/cache"
+	"erismount/erisfs"
+	"erismount/fetcher"
+)
+
+// Config is one benchmark: the tree, the link, and how often to measure.
+type Config struct {
+	Files int   // files in the generated tree
+	Bytes int64 // content bytes of the generated tree
+	Seed  uint64
+	Shape Shape
+	Runs  int // repetitions; the table shows medians
+	// Transports are the CoAP schemes the lazy side is measured over:
+	// "coap" (UDP) and "coap+tcp". Warm and hot use the first.
+	Transports []string
+	Readers    int // concurrent readers of "read everything (N readers)"
+	// Ops are the keys of the operations to measure (see Ops); none
+	// means all.
+	Ops []string
+	// Erismount is the erismount binary; "" builds it from this module.
+	Erismount string
+	MountArgs []string // extra flags for erismount mount
+	// DropCaches drops the kernel's caches before each cold and warm
+	// measurement (needs root).
+	DropCaches bool
+	WorkDir    string // where the work directory is made; "" is os.TempDir
+	// MountLogs, if set, is a directory where each mount's log (-v) is
+	// kept; the mounts then run in the foreground (see Erismount.LogDir).
+	MountLogs string
+	Keep      bool // keep the work directory
+	Logger    *slog.Logger
+}
+
+// Results are every sample of one benchmark and what it ran on.
+type Results struct {
+	Config  Config
+	Ops     []Op
+	Tree    *Tree
+	Encode  erisfs.EncodeStats
+	NarSize int64
+	// Per operation, one sample per run: whole nar (fetch + unpack, then
+	// the operation on the unpacked tree); the operation again on it
+	// (local disk, page cache warm).
+	Nar, Local [][]time.Duration
+	// Per transport and operation: lazy cold (empty block store, fresh
+	// mount; mount time included) and the bytes that crossed the shaped
+	// link towards the client meanwhile (CoAP, UDP and IP headers
+	// included). The server's own block cache makes the blocks it read
+	// from its store no measure of what a client fetched.
+	Cold map[string][][]time.Duration
+	Wire map[string][][]int64
+	// Per operation, over the first transport: warm (blocks in SQLite, a
+	// fresh mount; mount included) and hot (the same mount again).
+	Warm, Hot [][]time.Duration
+	Dropped   int64 // datagrams the shaped links dropped
+
+	DropCaches string // "yes", or why not
+	LoadBefore string // /proc/loadavg at the start
+	LoadAfter  string // and at the end
+	Elapsed    time.Duration
+}
+
+// Run runs the benchmark and returns its samples.
+func Run(ctx context.Context, cfg Config) (res *Results, err error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Runs < 1 {
+		cfg.Runs = 1
+	}
+	if cfg.Readers < 1 {
+		cfg.Readers = 16
+	}
+	if len(cfg.Transports) == 0 {
+		cfg.Transports = []string{"coap"}
+	}
+	start := time.Now()
+	res = &Results{
+		Config: cfg, LoadBefore: loadavg(),
+		Cold: map[string][][]time.Duration{}, Wire: map[string][][]int64{},
+	}
+	if err := becomeSubreaper(); err != nil {
+		return nil, fmt.Errorf("become a child subreaper: %w", err)
+	}
+	work, err := os.MkdirTemp(cfg.WorkDir, "erismount-bench-")
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Keep {
+		log.Info("work directory kept", "dir", work)
+	} else {
+		defer os.RemoveAll(work)
+	}
+
+	goBin, _ := exec.LookPath("go")
+	log.Info("generating the tree", "files", cfg.Files, "bytes", cfg.Bytes)
+	tree, err := GenerateTree(ctx, filepath.Join(work, "tree"), cfg.Files, cfg.Bytes, cfg.Seed, goBin)
+	if err != nil {
+		return nil, fmt.Errorf("generate the tree: %w", err)
+	}
+	res.Tree = tree
+
+	// The block server: the tree published into its own SQLite store,
+	// served over each transport behind a shaped link.
+	store, err := cache.OpenSQLite(filepath.Join(work, "server.sqlite"), cache.SQLiteOptions{SoftQuota: cache.Unlimited, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	defer store.Close()
+	log.Info("publishing the tree")
+	rc, st, err := erisfs.EncodeDir(ctx, tree.Dir, store, erisfs.EncodeOptions{Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("publish the tree: %w", err)
+	}
+	if err := store.Flush(ctx); err != nil {
+		return nil, err
+	}
+	res.Encode = st
+	srv := fetcher.NewServer(store, fetcher.ServerOptions{Logger: log})
+	defer srv.Close()
+	peers := make(map[string]string)
+	proxies := make(map[string]*Proxy)
+	for _, tr := range cfg.Transports {
+		u, err := srv.Listen(ctx, tr+"://127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		p, err := shapeURL(u, cfg.Shape)
+		if err != nil {
+			return nil, err
+		}
+		defer p.Close()
+		proxies[tr] = p
+		peers[tr] = tr + "://" + p.Addr
+	}
+
+	// The whole-nar baseline: the same tree as a nar over HTTP behind the
+	// same shaped link.
+	narPath := filepath.Join(work, "tree.nar")
+	sum, err := WriteNar(ctx, tree.Dir, narPath)
+	if err != nil {
+		return nil, fmt.Errorf("write the nar: %w", err)
+	}
+	res.NarSize = sum.Size
+	ns, err := ServeNar(narPath)
+	if err != nil {
+		return nil, err
+	}
+	defer ns.Close()
+	narProxy, err := shapeURL(ns.URL, cfg.Shape)
+	if err != nil {
+		return nil, err
+	}
+	defer narProxy.Close()
+	narURL := strings.Replace(ns.URL, hostOf(ns.URL), narProxy.Addr, 1)
+
+	em := &Erismount{Bin: cfg.Erismount, MountArgs: cfg.MountArgs, LogDir: cfg.MountLogs}
+	if em.Bin == "" {
+		em.Bin = filepath.Join(work, "erismount")
+		log.Info("building erismount")
+		if out, err := exec.CommandContext(ctx, goBin, "build", "-o", em.Bin, "erismount/cmd/erismount").CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go build erismount/cmd/erismount: %v\n%s", err, out)
+		}
+	}
+	em.Env = append(withoutEnv(os.Environ(), "XDG_CACHE_HOME", "ERISMOUNT_PEERS"), "XDG_CACHE_HOME="+filepath.Join(work, "xdg"))
+
+	res.DropCaches = "yes"
+	drop := func() {}
+	if !cfg.DropCaches {
+		res.DropCaches = "no (-drop-caches=false)"
+	} else if err := dropCaches(); err != nil {
+		res.DropCaches = "no: " + err.Error()
+	} else {
+		drop = func() {
+			if err := dropCaches(); err != nil {
+				log.Warn("drop caches", "err", err)
+			}
+		}
+	}
+
+	ops := Ops(cfg.Readers)
+	if len(cfg.Ops) > 0 {
+		ops = slices.DeleteFunc(ops, func(op Op) bool { return !slices.Contains(cfg.Ops, op.Key) })
+		if len(ops) != len(cfg.Ops) {
+			return nil, fmt.Errorf("operations %q: want keys among those of Ops", cfg.Ops)
+		}
+	}
+	res.Ops = ops
+	grid := func() [][]time.Duration { return make([][]time.Duration, len(ops)) }
+	res.Nar, res.Local, res.Warm, res.Hot = grid(), grid(), grid(), grid()
+	for _, tr := range cfg.Transports {
+		res.Cold[tr] = grid()
+		res.Wire[tr] = make([][]int64, len(ops))
+	}
+	mnt := filepath.Join(work, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		return nil, err
+	}
+	cacheStore := filepath.Join(work, "cache.sqlite")
+	urn := rc.URN()
+
+	for run := range cfg.Runs {
+		log.Info("run", "n", run+1, "of", cfg.Runs)
+		// Whole nar: fetch and unpack once, then every operation.
+		dest := filepath.Join(work, "unpacked")
+		drop()
+		t0 := time.Now()
+		client := &http.Client{Transport: &http.Transport{}}
+		if _, err := FetchUnpack(ctx, client, narURL, sum, dest); err != nil {
+			return nil, fmt.Errorf("whole nar: %w", err)
+		}
+		ready := time.Since(t0)
+		client.CloseIdleConnections()
+		log.Info("whole nar fetched and unpacked", "took", ready)
+		for i, op := range ops {
+			first, err := timed(ctx, op, dest, tree)
+			if err != nil {
+				return nil, fmt.Errorf("whole nar: %s: %w", op.Name, err)
+			}
+			again, err := timed(ctx, op, dest, tree)
+			if err != nil {
+				return nil, fmt.Errorf("whole nar: %s: %w", op.Name, err)
+			}
+			res.Nar[i] = append(res.Nar[i], ready+first)
+			res.Local[i] = append(res.Local[i], again)
+		}
+		if err := os.RemoveAll(dest); err != nil {
+			return nil, err
+		}
+
+		// Lazy: per operation, from an empty block store (cold), then
+		// from the filled store on a fresh mount (warm), then the same
+		// mount again (hot).
+		for ti, tr := range cfg.Transports {
+			for i, op := range ops {
+				for _, suffix := range []string{"", "-wal", "-shm"} {
+					os.Remove(cacheStore + suffix)
+				}
+				drop()
+				wire0 := proxies[tr].Stats().Down
+				cold, _, err := lazy(ctx, em, urn, mnt, peers[tr], cacheStore, op, tree, false)
+				if err != nil {
+					return nil, fmt.Errorf("lazy cold over %s: %s: %w", tr, op.Name, err)
+				}
+				res.Cold[tr][i] = append(res.Cold[tr][i], cold)
+				wire := proxies[tr].Stats().Down - wire0
+				res.Wire[tr][i] = append(res.Wire[tr][i], wire)
+				log.Info("lazy cold", "transport", tr, "op", op.Name, "took", cold, "link_bytes", wire)
+				if ti > 0 {
+					continue
+				}
+				drop()
+				warm, hot, err := lazy(ctx, em, urn, mnt, peers[tr], cacheStore, op, tree, true)
+				if err != nil {
+					return nil, fmt.Errorf("lazy warm over %s: %s: %w", tr, op.Name, err)
+				}
+				res.Warm[i] = append(res.Warm[i], warm)
+				res.Hot[i] = append(res.Hot[i], hot)
+				log.Info("lazy warm and hot", "op", op.Name, "warm", warm, "hot", hot)
+			}
+		}
+	}
+	for _, p := range proxies {
+		res.Dropped += p.Stats().Dropped
+	}
+	res.Dropped += narProxy.Stats().Dropped
+	res.LoadAfter = loadavg()
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+// lazy mounts the tree and runs op, returning the time from the start of
+// the mount to the end of op; with again, it also runs op a second time
+// on the same mount and returns that time as hot.
+func lazy(ctx context.Context, em *Erismount, urn, mnt, peer, store string, op Op, t *Tree, again bool) (first, hot time.Duration, err error) {
+	t0 := time.Now()
+	pid, err := em.Mount(ctx, urn, mnt, peer, store)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer func() {
+		if uerr := em.Unmount(mnt, pid); err == nil {
+			err = uerr
+		}
+	}()
+	if err := op.Run(ctx, mnt, t); err != nil {
+		return 0, 0, err
+	}
+	first = time.Since(t0)
+	if again {
+		hot, err = timed(ctx, op, mnt, t)
+	}
+	return first, hot, err
+}
+
+func timed(ctx context.Context, op Op, dir string, t *Tree) (time.Duration, error) {
+	t0 := time.Now()
+	err := op.Run(ctx, dir, t)
+	return time.Since(t0), err
+}
+
+// shapeURL puts a shaped proxy in front of the server at rawURL: UDP for
+// coap://, TCP otherwise.
+func shapeURL(rawURL string, sh Shape) (*Proxy, error) {
+	host := hostOf(rawURL)
+	if host == "" {
+		return nil, fmt.Errorf("no host:port in %q", rawURL)
+	}
+	if strings.HasPrefix(rawURL, "coap://") {
+		return ShapeUDP(host, sh)
+	}
+	return ShapeTCP(host, sh)
+}
+
+func hostOf(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return ""
+	}
+	return u.Host
+}
+
+// loadavg is the first three fields of /proc/loadavg.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// cpuModel is the model name of the first CPU, or "".
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	for line := range strings.Lines(string(b)) {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// median of samples (the lower middle one for an even count).
+func median[T time.Duration | int64](s []T) T {
+	if len(s) == 0 {
+		return 0
+	}
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return c[(len(c)-1)/2]
+}
