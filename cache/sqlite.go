@@ -37,7 +37,10 @@ type SQLiteOptions struct {
 	// write batch, least recently used unpinned blocks are evicted down to
 	// it. 0 means DefaultSoftQuota; Unlimited (negative) evicts only what
 	// the hard cap demands, and with HardCap Unlimited never evicts, as a
-	// store that is the content of a server must not.
+	// store that is the content of a server must not. Quotas count block
+	// bytes: the file is about 7% larger for 32 KiB blocks and 25% for
+	// 1 KiB ones, and does not shrink after eviction (SQLite reuses the
+	// freed pages).
 	SoftQuota int64
 	// HardCap is never exceeded: a put that would pass it evicts unpinned
 	// blocks first and fails with ErrFull if that is not enough (when
@@ -419,6 +422,10 @@ func (s *SQLite) read(ctx context.Context, ref eris.Ref) ([]byte, error) {
 // damage deletes a stored copy that failed verification and returns the
 // error GetBlock gives for it.
 func (s *SQLite) damage(ref eris.Ref, verr error) error {
+	var be *eris.BlockError
+	if errors.As(verr, &be) && be.Ref == ref {
+		verr = be.Err // the message names ref already
+	}
 	s.damaged.Add(1)
 	s.log.Error("damaged block deleted from the cache", "ref", ref, "err", verr)
 	s.enqueue(op{kind: opDelete, ref: ref})

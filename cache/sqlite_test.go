@@ -645,3 +645,22 @@ func TestDefaultPath(t *testing.T) {
 		}
 	})
 }
+
+// TestSQLiteOddPath: characters that mean something in an SQLite URI are
+// taken literally in a path.
+func TestSQLiteOddPath(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "we?ird#na%20me&x=1")
+	path := filepath.Join(dir, "blocks.sqlite")
+	s, err := cache.OpenSQLite(path, cache.SQLiteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	putAll(t, s, blocks(1, 1, eris.BlockSize1K))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil || len(entries) != 1 || entries[0].Name() != "blocks.sqlite" {
+		t.Errorf("directory %s holds %v (%v); want just blocks.sqlite", dir, entries, err)
+	}
+}
