@@ -160,6 +160,7 @@ func subcommands(a *app) []*cobra.Command {
 		newPinsCmd(a),
 		newStatusCmd(a),
 		newDemoCmd(a),
+		newSubstituteCmd(a),
 	}
 }
 

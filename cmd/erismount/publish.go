@@ -18,8 +18,9 @@ func newPublishCmd(a *app) *cobra.Command {
 	var narPath string
 	var drop bool
 	var blockSize int
+	var items *itemFlags // store items: publish_item.go
 	cmd := &cobra.Command{
-		Use:   "publish DIR | --nar FILE",
+		Use:   "publish DIR | --nar FILE | (--key FILE | --nix-key FILE) STORE-PATH…",
 		Short: "Encode a tree (or a nar) into ERIS-FS blocks in the store and print its URN",
 		Long: `Encode the tree at DIR — or the store item serialized in the nar FILE (- for
 stdin), read once as a stream — into ERIS-FS: every file's content and the index
@@ -35,11 +36,17 @@ or a symlink publishes that single file (write DIR/ to publish the directory a
 symlink points to). ERIS-FS cannot hold empty directories (except an empty
 root), devices, sockets, FIFOs or names that are not UTF-8: publishing refuses
 them naming the path, unless --drop-unrepresentable leaves them out with a
-warning (the tree then no longer matches the original's NarHash).`,
+warning (the tree then no longer matches the original's NarHash).
+` + publishItemHelp,
 		Example: `  erismount publish /gnu/store/…-hello-2.12
   erismount publish --nar hello.nar --store /srv/erismount/blocks.sqlite
-  guix archive --export … | erismount publish --nar -`,
+  guix archive --export … | erismount publish --nar -
+  erismount publish --peer coap://127.0.0.1:5683 --nix-key key.sec --narinfo-dir ./narinfo /nix/store/…-hello
+  erismount publish --key /etc/guix/signing-key.sec --store-path /gnu/store/…-hello-2.12 --nar hello.nar --references none`,
 		Args: func(cmd *cobra.Command, args []string) error {
+			if items.active() {
+				return nil // checked by publishItems
+			}
 			if (narPath == "") == (len(args) == 0) || len(args) > 1 {
 				return usageError{errors.New("give either DIR or --nar FILE")}
 			}
@@ -49,6 +56,9 @@ warning (the tree then no longer matches the original's NarHash).`,
 			ctx := cmd.Context()
 			if blockSize != 0 && !eris.ValidBlockSize(blockSize) {
 				return usageError{fmt.Errorf("--block-size %d: want 1024 or 32768", blockSize)}
+			}
+			if items.active() {
+				return a.publishItems(ctx, items, args, narPath, erisfs.EncodeOptions{ContentBlockSize: blockSize, DropUnrepresentable: drop, Logger: a.log})
 			}
 			var in io.Reader
 			if narPath != "" {
@@ -101,6 +111,7 @@ warning (the tree then no longer matches the original's NarHash).`,
 			return nil
 		},
 	}
+	items = addItemFlags(cmd)
 	f := cmd.Flags()
 	f.StringVar(&narPath, "nar", "", "publish the store item in this nar (- for stdin) instead of DIR")
 	f.BoolVar(&drop, "drop-unrepresentable", false, "leave out, with a warning, what ERIS-FS cannot hold instead of failing")
