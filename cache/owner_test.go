@@ -152,3 +152,23 @@ func TestMigrateFromVersion1(t *testing.T) {
 		t.Errorf("user_version %d (%v), want %d", version, err, schemaVersion)
 	}
 }
+
+// FuzzParseOwner: owners are read back from a file anyone with write
+// access could have edited; parsing never panics, and what parses prints
+// back to an owner that parses the same.
+func FuzzParseOwner(f *testing.F) {
+	f.Add("pid=1234 start=98765 boot=428c6e68-2435-46ee-9be5-b55472c5b327 n=42")
+	f.Add("pid=1")
+	f.Fuzz(func(t *testing.T, s string) {
+		o, err := parseOwner(s)
+		if err != nil {
+			return
+		}
+		if o.pid <= 0 {
+			t.Fatalf("parseOwner(%q) accepted pid %d", s, o.pid)
+		}
+		if o2, err := parseOwner(o.String()); err != nil || o2 != o {
+			t.Fatalf("parseOwner(%q) = %+v; its String %q parses to %+v, %v", s, o, o.String(), o2, err)
+		}
+	})
+}
