@@ -75,7 +75,7 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	}
 	r, err := f.m.tree.Open(f.m.base, f.e)
 	if err != nil {
-		return nil, 0, f.m.errno(ctx, "open", f.e, err)
+		return nil, 0, f.m.errno("open", f.e, err)
 	}
 	h := &fileHandle{m: f.m, f: f, e: f.e, r: r, size: size}
 	if f.m.ra != nil && size > 2*raChunk {
@@ -131,10 +131,10 @@ func (h *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 		}
 	})
 	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		if errors.Is(err, context.DeadlineExceeded) {
 			h.f.timedOut(off, end)
 		}
-		return nil, h.m.errno(ctx, "read", h.e, err)
+		return nil, h.m.errno("read", h.e, err)
 	}
 	h.m.st.reads.Add(1)
 	h.m.st.readBytes.Add(int64(rep.Size()))

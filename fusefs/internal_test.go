@@ -72,7 +72,8 @@ func TestToErrno(t *testing.T) {
 		{"corrupt block", &eris.BlockError{Ref: ref, Err: fmt.Errorf("%w: bad", eris.ErrCorrupt)}, syscall.EIO},
 		{"deadline", fmt.Errorf("read: %w", context.DeadlineExceeded), syscall.EIO},
 		{"no such path", &fs.PathError{Op: "lookup", Path: "x", Err: fs.ErrNotExist}, syscall.ENOENT},
-		{"interrupted", context.Canceled, syscall.EINTR},
+		{"cancelled below", &eris.BlockError{Ref: ref, Err: fmt.Errorf("connection closed: %w", context.Canceled)}, syscall.EIO},
+		{"block error wrapping a missing file", &eris.BlockError{Ref: ref, Err: fs.ErrNotExist}, syscall.EIO},
 		{"anything else", errors.New("peer on fire"), syscall.EIO},
 	} {
 		if got := toErrno(tc.err); got != tc.want {

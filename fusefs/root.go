@@ -227,7 +227,7 @@ func (m *mountFS) size(ctx context.Context, op string, e *erisfs.Entry) (int64, 
 		return err
 	}, nil)
 	if err != nil {
-		return 0, m.errno(ctx, op, e, err)
+		return 0, m.errno(op, e, err)
 	}
 	return n, 0
 }
@@ -242,9 +242,22 @@ func (m *mountFS) do(ctx context.Context, f func(ctx context.Context) error, lat
 }
 
 // within is do with another deadline.
-func (m *mountFS) within(ctx context.Context, deadline time.Duration, f func(ctx context.Context) error, late func()) error {
-	ctx, cancel := context.WithTimeout(ctx, deadline)
+//
+// The kernel's interrupts (a signal to the reading process) do not end an
+// operation: the deadline alone does. Honouring them made Go readers
+// livelock: their runtime signals threads all the time, every retried
+// read was interrupted at once and answered EINTR, and os.ReadFile, which
+// retries EINTR, spun for 25 s past a 2 s deadline with its peer gone.
+// A fatal signal still ends the reader at once (the kernel does not wait
+// for us then).
+func (m *mountFS) within(kctx context.Context, deadline time.Duration, f func(ctx context.Context) error, late func()) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(kctx), deadline)
 	defer cancel()
+	defer func() {
+		if kctx.Err() != nil {
+			m.st.interrupted.Add(1)
+		}
+	}()
 	done := make(chan error, 1)
 	go func() { done <- f(ctx) }()
 	select {
@@ -270,31 +283,26 @@ func (m *mountFS) within(ctx context.Context, deadline time.Duration, f func(ctx
 }
 
 // toErrno translates an error of this package's operations: a path that
-// does not exist is ENOENT, an interrupted call EINTR, and everything else
-// — a missing or corrupt block, a passed deadline, an unreachable peer — EIO.
+// does not exist is ENOENT; everything else — a missing or corrupt block,
+// a passed deadline, an unreachable peer — is EIO. There is no EINTR:
+// the kernel's interrupts do not cancel an operation (see within), so a
+// cancellation can only come from below (a peer's connection closing) and
+// is the block source failing: answering EINTR there made readers that
+// retry it (Go's os.File does) spin until the peer came back.
 func toErrno(err error) syscall.Errno {
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, eris.ErrNotFound), errors.Is(err, eris.ErrCorrupt), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, eris.ErrNotFound), errors.Is(err, eris.ErrCorrupt), errors.As(err, new(*eris.BlockError)):
 		return syscall.EIO
 	case errors.Is(err, fs.ErrNotExist):
 		return syscall.ENOENT
-	case errors.Is(err, context.Canceled):
-		return syscall.EINTR
 	}
 	return syscall.EIO
 }
 
-// errno translates err for an operation on e, logging its cause once. ctx
-// is the operation's own context: when the kernel interrupted the call,
-// the answer is EINTR whatever err says.
-func (m *mountFS) errno(ctx context.Context, op string, e *erisfs.Entry, err error) syscall.Errno {
-	if ctx.Err() != nil {
-		m.st.interrupted.Add(1)
-		m.log.Debug("interrupted", "op", op, "path", pathOf(e), "err", err)
-		return syscall.EINTR
-	}
+// errno translates err for an operation on e, logging its cause once.
+func (m *mountFS) errno(op string, e *erisfs.Entry, err error) syscall.Errno {
 	errno := toErrno(err)
 	if errno == syscall.EIO {
 		m.st.eio.Add(1)
@@ -355,7 +363,7 @@ type Stats struct {
 	EIO            int64 // operations that failed with EIO
 	Timeouts       int64 // of which because the deadline passed
 	Abandoned      int64 // operations whose block source ignored the deadline
-	Interrupted    int64 // operations the kernel interrupted (EINTR)
+	Interrupted    int64 // operations the kernel interrupted (they finish anyway, within the deadline)
 	ReadaheadBytes int64 // bytes prefetched by our readahead
 	ReadaheadHits  int64 // bytes of reads served from prefetched chunks
 }

@@ -78,7 +78,7 @@ func (m *mountFS) getxattr(ctx context.Context, e *erisfs.Entry, attr string, de
 			return err
 		}, nil)
 		if err != nil {
-			return 0, m.errno(ctx, "getxattr "+XattrLocal, e, err)
+			return 0, m.errno("getxattr "+XattrLocal, e, err)
 		}
 		return xattrValue([]byte(formatLocal(have, total)), dest)
 	}

@@ -50,9 +50,13 @@ func Erismount(t testing.TB) string {
 	return built.path
 }
 
-// Main runs the tests and removes what the fixtures built. Call it from
-// the TestMain of a package that uses Erismount.
+// Main runs the tests and removes what the fixtures built; in a process
+// started by ServeProcess it serves blocks instead. Call it from the
+// TestMain of a package that uses Erismount or ServeProcess.
 func Main(m *testing.M) int {
+	if spec := os.Getenv(serveEnv); spec != "" {
+		return serveChild(spec)
+	}
 	code := m.Run()
 	if built.dir != "" {
 		os.RemoveAll(built.dir)

@@ -42,9 +42,18 @@ func (c *Counting) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 // PutBlock stores through G when it can store, so a Counting store can
 // also be published into.
 func (c *Counting) PutBlock(ctx context.Context, ref eris.Ref, block []byte) error {
-	p, ok := c.G.(eris.BlockPutter)
+	return putThrough(ctx, c.G, ref, block)
+}
+
+// errCannotStore is what PutBlock says when the wrapped getter cannot
+// store.
+var errCannotStore = errors.New("testenv: the wrapped block getter cannot store")
+
+// putThrough stores block in g if g can store.
+func putThrough(ctx context.Context, g eris.BlockGetter, ref eris.Ref, block []byte) error {
+	p, ok := g.(eris.BlockPutter)
 	if !ok {
-		return eris.ErrNotFound
+		return errCannotStore
 	}
 	return p.PutBlock(ctx, ref, block)
 }

@@ -69,3 +69,9 @@ func (f *Faulty) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 	}
 	return f.G.GetBlock(ctx, ref)
 }
+
+// PutBlock stores through G when it can store, so a Faulty store can be
+// served by a block server.
+func (f *Faulty) PutBlock(ctx context.Context, ref eris.Ref, block []byte) error {
+	return putThrough(ctx, f.G, ref, block)
+}

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"path/filepath"
 	"testing"
 
 	"erismount/cache"
@@ -41,4 +42,21 @@ func PublishSQLite(t testing.TB, dir, path string) eris.ReadCapability {
 		t.Fatalf("testenv: close %s: %v", path, err)
 	}
 	return rc
+}
+
+// Cache is the block path of a mount as erismount builds it: a memory
+// cache, then a new SQLite store, then the remote getter (peers).
+type Cache struct {
+	*cache.Tiered
+	Disk *cache.SQLite
+}
+
+// NewCache returns an empty cache in front of remote, closed when the
+// test ends.
+func NewCache(t testing.TB, remote eris.BlockGetter) *Cache {
+	t.Helper()
+	disk := SQLite(t, filepath.Join(t.TempDir(), "cache.sqlite"))
+	tiered := cache.NewTiered(cache.TieredOptions{Memory: cache.NewMemory(64 << 20), Disk: disk, Remote: remote, Logger: Logger(t)})
+	t.Cleanup(func() { tiered.Close() })
+	return &Cache{Tiered: tiered, Disk: disk}
 }

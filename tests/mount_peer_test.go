@@ -1,0 +1,262 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"erismount/eris"
+	"erismount/eris/eristest"
+	"erismount/erisfs"
+	"erismount/fusefs"
+	"erismount/tests/testenv"
+)
+
+// served is a tree published into one store and served from it by a
+// block server, and mounted elsewhere with an empty cache that fetches
+// from that server: the path of a real mount, in one process.
+type served struct {
+	src    string
+	spec   testenv.Spec
+	rc     eris.ReadCapability
+	origin *eristest.Store
+	count  *testenv.Counting // what the peer served
+	faulty *testenv.Faulty   // between the peer and its store
+	server *testenv.BlockServer
+	cache  *testenv.Cache
+	tree   *erisfs.Tree
+	mount  *fusefs.Server
+}
+
+func serve(t *testing.T, spec testenv.Spec, scheme string, opts fusefs.Options) *served {
+	t.Helper()
+	testenv.RequireFUSE(t)
+	s := &served{spec: spec, src: spec.WriteDir(t), origin: eristest.NewStore()}
+	s.rc = testenv.Publish(t, s.src, s.origin)
+	s.count = testenv.NewCounting(s.origin)
+	s.faulty = testenv.NewFaulty(s.count)
+	t.Cleanup(s.faulty.Release)
+	s.server = testenv.ServeBlocks(t, s.faulty, scheme)
+	s.cache = testenv.NewCache(t, testenv.Dial(t, s.server.URL))
+	s.tree = testenv.OpenTree(t, s.rc, s.cache)
+	opts.Local = s.cache.Disk
+	s.mount = testenv.Mount(t, s.tree, opts)
+	return s
+}
+
+// TestMountOverPeer: a tree served over each transport and mounted with
+// an empty cache equals its source — every file, mode and symlink byte
+// for byte, io/fs's contract, programs that run — and once read it is all
+// in the local store.
+func TestMountOverPeer(t *testing.T) {
+	for _, scheme := range []string{"coap", "coap+tcp", "coap+unix", "http"} {
+		t.Run(scheme, func(t *testing.T) {
+			spec := testenv.Sample()
+			spec["bin/echo"] = testenv.HostBinary(t, "echo")
+			s := serve(t, spec, scheme, fusefs.Options{})
+			dir := s.mount.Dir()
+			testenv.CompareDirs(t, s.src, dir)
+			if scheme == "coap" {
+				// io/fs's contract, where every symlink resolves inside
+				// the tree and files are small (fstest reads them a byte
+				// at a time).
+				for _, sub := range []string{"bin", "share", "lib"} {
+					var expected []string
+					for _, p := range spec.Paths() {
+						if rest, ok := strings.CutPrefix(p, sub+"/"); ok {
+							expected = append(expected, rest)
+						}
+					}
+					if err := fstest.TestFS(os.DirFS(filepath.Join(dir, sub)), expected...); err != nil {
+						t.Errorf("%s: %v", sub, err)
+					}
+				}
+			}
+			for cmd, want := range map[string]string{
+				"bin/hello over " + scheme: "hello from eris over " + scheme + "\n",
+				"bin/echo ELF":             "ELF\n",
+			} {
+				out, err := exec.Command("sh", "-c", filepath.Join(dir, cmd)).CombinedOutput()
+				if err != nil || string(out) != want {
+					t.Errorf("%s: %q, %v; want %q", cmd, out, err, want)
+				}
+			}
+			// Everything read is now in the local store.
+			if err := s.cache.Flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 256)
+			n, err := unix.Getxattr(dir, fusefs.XattrLocal, buf)
+			if err != nil || !strings.HasPrefix(string(buf[:n]), "1.0000 ") {
+				t.Errorf("user.eris.local of the root after reading everything: %q, %v", buf[:n], err)
+			}
+			t.Logf("%s: the peer served %d blocks, %d bytes, for %d bytes of files", scheme, s.count.Blocks(), s.count.Bytes(), spec.Bytes())
+		})
+	}
+}
+
+// TestMountOverPeerLazy: reading one small file of a tree of a thousand
+// fetches from the peer the index and that file's blocks, nothing else;
+// the read amplification is logged. Reading it again through a new mount
+// over the same cache fetches nothing.
+func TestMountOverPeerLazy(t *testing.T) {
+	ctx := context.Background()
+	spec := testenv.Wide(10, 100, 3000)
+	s := serve(t, spec, "coap", fusefs.Options{})
+	index, err := testenv.ContentRefs(ctx, s.rc, s.origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name = "d007/f0013"
+	e, _ := s.tree.Lookup(name)
+	fileRefs, err := testenv.ContentRefs(ctx, e.Capability(), s.origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	indexBytes, indexBlocks := s.count.Bytes(), s.count.Blocks()
+	got, err := os.ReadFile(filepath.Join(s.mount.Dir(), name))
+	if err != nil || !bytes.Equal(got, spec[name].Content) {
+		t.Fatalf("read %s: %d bytes, %v", name, len(got), err)
+	}
+	served := s.count.Refs()
+	for ref := range served {
+		if !index[ref] && !fileRefs[ref] {
+			t.Errorf("the peer served block %s, neither the index's nor %s's", ref.Str(), name)
+		}
+	}
+	for ref, n := range served {
+		if n > 1 {
+			t.Errorf("the peer served block %s %d times (the cache should have kept it)", ref.Str(), n)
+		}
+	}
+	fileBytes := s.count.Bytes() - indexBytes
+	t.Logf("tree: %d files, %d bytes; index %d bytes in %d blocks", len(spec), spec.Bytes(), s.tree.IndexSize(), indexBlocks)
+	t.Logf("read %s (%d bytes): the peer served %d bytes in %d blocks for it; amplification %.2f (%.2f counting the index)",
+		name, len(got), fileBytes, s.count.Blocks()-indexBlocks, float64(fileBytes)/float64(len(got)), float64(s.count.Bytes())/float64(len(got)))
+
+	// A new mount over the same cache: the peer is not asked again.
+	s.count.Reset()
+	tree := testenv.OpenTree(t, s.rc, s.cache)
+	again := testenv.Mount(t, tree, fusefs.Options{})
+	if got, err := os.ReadFile(filepath.Join(again.Dir(), name)); err != nil || !bytes.Equal(got, spec[name].Content) {
+		t.Fatalf("second read: %v", err)
+	}
+	if s.count.Blocks() != 0 {
+		t.Errorf("reading it again from the cache asked the peer for %d blocks", s.count.Blocks())
+	}
+}
+
+// TestMountPeerDies: the only peer — a server in a process of its own —
+// is killed while a read waits for its blocks; the reader gets EIO close
+// to the deadline (not a hang), what was read before still reads from the
+// cache, and the mount unmounts at the end of the test.
+func TestMountPeerDies(t *testing.T) {
+	for _, scheme := range []string{"coap", "coap+tcp"} {
+		t.Run(scheme, func(t *testing.T) {
+			testenv.RequireFUSE(t)
+			const deadline = 2 * time.Second
+			spec := testenv.Spec{"big": testenv.Bytes(testenv.Random(5, 8<<20)), "small": testenv.File("read before")}
+			src := spec.WriteDir(t)
+			store := filepath.Join(t.TempDir(), "origin.sqlite")
+			rc := testenv.PublishSQLite(t, src, store)
+			// 50 ms a block: reading 8 MiB (256 blocks) takes a while.
+			peer := testenv.ServeProcess(t, store, scheme, 50*time.Millisecond)
+			c := testenv.NewCache(t, testenv.Dial(t, peer.URL))
+			dir := testenv.Mount(t, testenv.OpenTree(t, rc, c), fusefs.Options{Deadline: deadline}).Dir()
+			if got, err := os.ReadFile(filepath.Join(dir, "small")); err != nil || string(got) != "read before" {
+				t.Fatalf("small: %q, %v", got, err)
+			}
+			type result struct {
+				n    int
+				err  error
+				took time.Duration
+			}
+			done := make(chan result, 1)
+			go func() {
+				start := time.Now()
+				b, err := os.ReadFile(filepath.Join(dir, "big"))
+				done <- result{len(b), err, time.Since(start)}
+			}()
+			time.Sleep(300 * time.Millisecond)
+			killed := time.Now()
+			peer.Kill()
+			var r result
+			select {
+			case r = <-done:
+			case <-time.After(deadline + time.Minute):
+				t.Fatal("the read is still blocked a minute past its deadline")
+			}
+			t.Logf("%s: read of big: %d bytes, %v after %v, %v after the kill (deadline %v)", scheme, r.n, r.err, r.took, time.Since(killed), deadline)
+			if !errors.Is(r.err, syscall.EIO) {
+				t.Errorf("read from a killed peer: %d bytes, %v; want EIO", r.n, r.err)
+			}
+			// A hang check, not a timing threshold: the reader must get
+			// its answer near the deadline, not when the peer returns.
+			if after := time.Since(killed); after > deadline+5*time.Second {
+				t.Errorf("EIO came %v after the kill; deadline %v", after, deadline)
+			}
+			// What was fetched before is served from the cache, offline.
+			if got, err := os.ReadFile(filepath.Join(dir, "small")); err != nil || string(got) != "read before" {
+				t.Errorf("small, offline: %q, %v", got, err)
+			}
+		})
+	}
+}
+
+// TestMountCorruptPeer: a peer that flips bits in every block never gets
+// a wrong byte to a reader or into the cache: reads of content it serves
+// fail with EIO, and what the cache held from before still reads.
+func TestMountCorruptPeer(t *testing.T) {
+	ctx := context.Background()
+	s := serve(t, testenv.Sample(), "coap", fusefs.Options{})
+	dir := s.mount.Dir()
+	// Lookups first, from an honest peer (a file's size comes from its
+	// last block, which the cache then holds), and one file read whole.
+	for _, p := range s.spec.Paths() {
+		if _, err := os.Lstat(filepath.Join(dir, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const before = "data/size-00102400" // 100 KiB
+	want := s.spec[before].Content
+	if got, err := os.ReadFile(filepath.Join(dir, before)); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("%s: %v", before, err)
+	}
+	s.faulty.Set(testenv.Corrupt)
+	for _, p := range s.spec.Paths() {
+		n := s.spec[p]
+		if !n.Kind.IsFile() || p == before {
+			continue
+		}
+		got, err := os.ReadFile(filepath.Join(dir, p))
+		if err == nil && !bytes.Equal(got, n.Content) {
+			t.Fatalf("%s: a corrupting peer got wrong bytes to the reader", p)
+		}
+		// Content of one block came whole with its size; the others need
+		// blocks only the corrupting peer has.
+		if e, _ := s.tree.Lookup(p); e.Capability().Level() > 0 && !errors.Is(err, syscall.EIO) {
+			t.Errorf("%s from a corrupting peer: %v, want EIO", p, err)
+		}
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, before)); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("%s, read before the peer turned: %v", before, err)
+	}
+	if err := s.cache.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.cache.Disk.Check(ctx)
+	if err != nil || res.Damaged != 0 || res.Missing != 0 {
+		t.Errorf("local store after a corrupting peer: %+v, %v", res, err)
+	}
+	t.Logf("local store: %+v; tiered: %+v", res, s.cache.Stats())
+}
