@@ -60,7 +60,7 @@ func addItemFlags(cmd *cobra.Command) *itemFlags {
 	fl.StringVar(&f.nixKey, "nix-key", "", "Nix secret key file to sign narinfos with (Sig:)")
 	fl.StringVar(&f.host, "host", "", "host part of the Guix Signature field (default: the host name)")
 	fl.StringVar(&f.references, "references", "", `references of the single item: store paths or base names, comma or space separated, "none" for none (default: asked of the store)`)
-	fl.StringVar(&f.deriver, "deriver", "", `deriver of the single item, "none" for none (default: asked of the store)`)
+	fl.StringVar(&f.deriver, "deriver", "", `deriver of the single item, "none" for none (default: asked of the store, none with --references)`)
 	fl.StringVar(&f.system, "system", "", "System field of the narinfos (e.g. x86_64-linux)")
 	fl.IntVar(&f.concurrency, "jobs", 2, "items published at once")
 	return f
@@ -142,7 +142,11 @@ func (a *app) publishItems(ctx context.Context, f *itemFlags, args []string, nar
 		if it.References, err = listOrAsk(ctx, f.references, dir, it.StorePath, "--references"); err != nil {
 			return err
 		}
-		derivers, err := listOrAsk(ctx, f.deriver, dir, it.StorePath, "--deriver")
+		deriver := f.deriver
+		if deriver == "" && f.references != "" {
+			deriver = "none" // the store was not asked: the item may not be there
+		}
+		derivers, err := listOrAsk(ctx, deriver, dir, it.StorePath, "--deriver")
 		if err != nil {
 			return err
 		}
