@@ -29,4 +29,5 @@ var (
 	} = (*reply)(nil)
 	_ gofs.NodeReadlinker = (*symlinkNode)(nil)
 	_ gofs.NodeGetattrer  = (*symlinkNode)(nil)
+	_ gofs.NodeStatfser   = (*symlinkNode)(nil)
 )

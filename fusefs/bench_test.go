@@ -36,7 +36,11 @@ var benchSize = flag.Int("fusefs.benchsize", 256<<20, "size of the file Benchmar
 //   - memfuse: the same bytes from a minimal go-fuse file in memory, new
 //     mount each time (the FUSE limit: what any FUSE file system costs);
 //   - memfuse-hot: that file read again (page cache);
-//   - tmpfs: a file in /dev/shm (no FUSE at all).
+//   - tmpfs: a file in /dev/shm (no FUSE at all);
+//   - cold-coap, cold-tcp: a new mount over an empty cache, every block
+//     fetched from a block server over CoAP (UDP, block-wise) or CoAP over
+//     TCP on loopback; "amplification" is bytes the server sent per byte
+//     read.
 //
 // Goals (issue 7): warm ≥ 50 % of memfuse, hot within 10 % of memfuse-hot.
 func BenchmarkRead(b *testing.B) {
@@ -97,6 +101,19 @@ func BenchmarkRead(b *testing.B) {
 		return filepath.Join(testenv.Mount(b, tree, fusefs.Options{}).Dir(), "big")
 	}
 	memfuse := func(b *testing.B) string { return filepath.Join(mountMemFile(b, content), "big") }
+	// cold mounts over an empty cache in front of a block server.
+	served := testenv.NewCounting(store)
+	cold := func(scheme string) func(*testing.B) string {
+		srv := testenv.ServeBlocks(b, served, scheme)
+		return func(b *testing.B) string {
+			c := testenv.NewCache(b, testenv.Dial(b, srv.URL))
+			tree, err := erisfs.Open(ctx, rc, c, erisfs.OpenOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return filepath.Join(testenv.Mount(b, tree, fusefs.Options{}).Dir(), "big")
+		}
+	}
 	// readAll warms the page cache of a mount.
 	hot := func(mount func(*testing.B) string) func(*testing.B) string {
 		return func(b *testing.B) string {
@@ -116,6 +133,8 @@ func BenchmarkRead(b *testing.B) {
 		{"memfuse", memfuse, true},
 		{"memfuse-hot", hot(memfuse), false},
 		{"tmpfs", func(*testing.B) string { return tmpfsFile }, false},
+		{"cold-coap", cold("coap"), true},
+		{"cold-tcp", cold("coap+tcp"), true},
 	}
 	for _, tg := range targets {
 		b.Run("seq/"+tg.name, func(b *testing.B) {
@@ -125,14 +144,22 @@ func BenchmarkRead(b *testing.B) {
 			if !tg.fresh {
 				path = tg.path(b)
 			}
+			var sent int64
 			b.ResetTimer()
 			for range b.N {
 				if tg.fresh {
 					b.StopTimer()
 					path = tg.path(b)
+					before := served.Bytes()
 					b.StartTimer()
+					seqRead(b, path, int64(size))
+					sent += served.Bytes() - before
+					continue
 				}
 				seqRead(b, path, int64(size))
+			}
+			if sent > 0 {
+				b.ReportMetric(float64(sent)/float64(int64(b.N)*int64(size)), "amplification")
 			}
 		})
 	}
@@ -151,11 +178,16 @@ func BenchmarkRead(b *testing.B) {
 			pages := int64(size / 4096)
 			b.SetBytes(4096)
 			b.ReportAllocs()
+			before := served.Bytes()
 			b.ResetTimer()
 			for range b.N {
 				if _, err := f.ReadAt(buf, r.Int64N(pages)*4096); err != nil {
 					b.Fatal(err)
 				}
+			}
+			b.StopTimer()
+			if sent := served.Bytes() - before; sent > 0 {
+				b.ReportMetric(float64(sent)/float64(b.N*len(buf)), "amplification")
 			}
 		})
 	}

@@ -91,11 +91,7 @@ func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHan
 }
 
 func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	out.Bsize = attrBlockSize
-	out.Frsize = attrBlockSize
-	out.Files = uint64(d.m.tree.Len())
-	out.NameLen = erisfs.DefaultMaxNameLen
-	return 0
+	return d.m.statfs(out)
 }
 
 func (d *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {

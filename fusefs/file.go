@@ -84,6 +84,10 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	return h, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0
 }
 
+func (f *fileNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	return f.m.statfs(out)
+}
+
 func (f *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	return f.m.getxattr(ctx, f.e, attr, dest)
 }
@@ -147,7 +151,7 @@ func (h *fileHandle) read(ctx context.Context, off, end int64) (*reply, error) {
 	if h.s != nil {
 		parts = h.s.plan(off, end)
 	}
-	rep := &reply{m: h.m}
+	rep := &reply{m: h.m, n: end - off}
 	for i, p := range parts {
 		if err := h.readPart(ctx, rep, off, p); err != nil {
 			for _, q := range parts[i+1:] {
@@ -225,17 +229,26 @@ func (h *fileHandle) Release(ctx context.Context) syscall.Errno {
 // path, which also skips its splice attempt) and released in Done.
 type reply struct {
 	m      *mountFS
+	n      int64 // bytes asked for
 	vecs   [][]byte
 	chunks []*chunk
-	bufp   *[]byte
+	buf    []byte  // own buffer, for what no chunk had
+	bufp   *[]byte // buf's pool entry, if pooled
 }
 
-// buffer returns the reply's own buffer of maxRead bytes.
+// buffer returns the reply's own buffer, as long as the read: a pooled one
+// of maxRead bytes (the largest read the kernel sends us), or for a larger
+// read, which the kernel should never send, a new one.
 func (r *reply) buffer() []byte {
-	if r.bufp == nil {
-		r.bufp = r.m.bufs.Get().(*[]byte)
+	if r.buf == nil {
+		if r.n > maxRead {
+			r.buf = make([]byte, r.n)
+		} else {
+			r.bufp = r.m.bufs.Get().(*[]byte)
+			r.buf = *r.bufp
+		}
 	}
-	return *r.bufp
+	return r.buf
 }
 
 // add appends b, which lies in c's buffer when c is not nil.
@@ -276,5 +289,6 @@ func (r *reply) Done() {
 		r.m.bufs.Put(r.bufp)
 		r.bufp = nil
 	}
+	r.buf = nil
 	r.vecs = nil
 }

@@ -203,6 +203,17 @@ func (m *mountFS) fillCommon(out *fuse.Attr) {
 	out.Blocks = (out.Size + 511) / 512
 }
 
+// statfs describes the mount for statfs(2), asked on any of its nodes:
+// the tree's entries as inodes, nothing free (it is read-only), and no
+// total size, which only fetching every file's size would tell.
+func (m *mountFS) statfs(out *fuse.StatfsOut) syscall.Errno {
+	out.Bsize = attrBlockSize
+	out.Frsize = attrBlockSize
+	out.Files = uint64(m.tree.Len())
+	out.NameLen = erisfs.DefaultMaxNameLen
+	return 0
+}
+
 func subdirs(e *erisfs.Entry) int {
 	n := 0
 	for c := range e.All() {

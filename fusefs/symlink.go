@@ -26,3 +26,7 @@ func (s *symlinkNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.
 	s.m.fill(s.e, int64(len(s.e.Target())), &out.Attr)
 	return 0
 }
+
+func (s *symlinkNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	return s.m.statfs(out)
+}
