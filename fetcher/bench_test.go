@@ -34,8 +34,14 @@ var benchSizes = []struct {
 }{{"1K", eris.BlockSize1K}, {"32K", eris.BlockSize32K}}
 
 // runInFlight calls get b.N times from benchInFlight goroutines; get
-// returns the bytes it received.
+// returns the bytes it received. A failed request fails the benchmark,
+// unless tolerant: then failures are reported as the metric "failed/op"
+// (the stock go-coap UDP baseline times out requests under this load).
 func runInFlight(b *testing.B, size int, get func(i int) ([]byte, error)) {
+	runInFlightTolerant(b, size, false, get)
+}
+
+func runInFlightTolerant(b *testing.B, size int, tolerant bool, get func(i int) ([]byte, error)) {
 	b.Helper()
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
@@ -63,6 +69,10 @@ func runInFlight(b *testing.B, size int, get func(i int) ([]byte, error)) {
 	}
 	wg.Wait()
 	b.StopTimer()
+	if tolerant {
+		b.ReportMetric(float64(failed.Load())/float64(b.N), "failed/op")
+		return
+	}
 	if f := failed.Load(); f > 0 {
 		b.Fatalf("%d of %d requests failed, first: %v", f, b.N, first.Load())
 	}
@@ -130,7 +140,7 @@ func BenchmarkBare(b *testing.B) {
 				default:
 					get = bareHTTP(b, payload)
 				}
-				runInFlight(b, sz.size, func(int) ([]byte, error) { return get() })
+				runInFlightTolerant(b, sz.size, tr == "udp", func(int) ([]byte, error) { return get() })
 			})
 		}
 	}

@@ -211,9 +211,10 @@ func (p *coapPeer) get(ctx context.Context, ref eris.Ref) ([]byte, error) {
 	var (
 		body []byte
 		size int64 // block size of the transfer, from the first Block2
+		q    = p.refOption(ref)
 	)
 	for num := int64(0); ; {
-		req, err := cc.NewGetRequest(ctx, p.ep.blocksPath(), p.refOption(ref))
+		req, err := cc.NewGetRequest(ctx, p.ep.blocksPath(), q)
 		if err != nil {
 			return nil, err
 		}
@@ -251,22 +252,26 @@ func (p *coapPeer) appendBlock2(resp *pool.Message, body *[]byte, size *int64, n
 	default:
 		return false, statusErr(resp)
 	}
-	payload, err := resp.ReadBody()
-	if err != nil {
-		return false, err
-	}
 	opt, err := resp.GetOptionUint32(message.Block2)
 	if err != nil { // the whole representation at once
 		if num != 0 {
 			return false, errors.New("peer stopped block-wise transfer")
 		}
-		if len(payload) > eris.BlockSize32K {
-			return false, fmt.Errorf("%w: response of %d bytes", eris.ErrCorrupt, len(payload))
+		n, err := resp.BodySize()
+		if err != nil {
+			return false, err
 		}
-		*body = payload
-		return false, nil
+		if n > eris.BlockSize32K {
+			return false, fmt.Errorf("%w: response of %d bytes", eris.ErrCorrupt, n)
+		}
+		*body, err = resp.ReadBody()
+		return false, err
 	}
 	szx, n, more, err := blockwise.DecodeBlockOption(opt)
+	if err != nil {
+		return false, err
+	}
+	plen, err := resp.BodySize()
 	if err != nil {
 		return false, err
 	}
@@ -279,15 +284,25 @@ func (p *coapPeer) appendBlock2(resp *pool.Message, body *[]byte, size *int64, n
 		return false, fmt.Errorf("peer sent block %d (size %d) at offset %d", n, bs, len(*body))
 	case bs != *size:
 		return false, fmt.Errorf("peer changed block size from %d to %d", *size, bs)
-	case more && (len(payload) == 0 || int64(len(payload))%bs != 0):
-		return false, fmt.Errorf("peer sent a partial block of %d bytes before the last", len(payload))
-	case len(*body)+len(payload) > eris.BlockSize32K:
+	case more && (plen == 0 || plen%bs != 0):
+		return false, fmt.Errorf("peer sent a partial block of %d bytes before the last", plen)
+	case int64(len(*body))+plen > eris.BlockSize32K:
 		return false, fmt.Errorf("%w: peer sends more than %d bytes", eris.ErrCorrupt, eris.BlockSize32K)
 	}
 	if *body == nil {
 		*body = make([]byte, 0, eris.BlockSize32K)
 	}
-	*body = append(*body, payload...)
+	// Read the payload straight into the block, without ReadBody's copy.
+	off := len(*body)
+	*body = (*body)[:off+int(plen)]
+	if plen > 0 {
+		if _, err := resp.Body().Seek(0, io.SeekStart); err != nil {
+			return false, err
+		}
+		if _, err := io.ReadFull(resp.Body(), (*body)[off:]); err != nil {
+			return false, err
+		}
+	}
 	return more, nil
 }
 
