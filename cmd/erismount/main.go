@@ -161,6 +161,7 @@ func subcommands(a *app) []*cobra.Command {
 		newStatusCmd(a),
 		newDemoCmd(a),
 		newSubstituteCmd(a),
+		newServeCmd(a),
 	}
 }
 
