@@ -260,3 +260,98 @@ func TestMountCorruptPeer(t *testing.T) {
 	}
 	t.Logf("local store: %+v; tiered: %+v", res, s.cache.Stats())
 }
+
+// TestCLIMountOverPeer: `erismount URN DIR --peer coap://…` with an empty
+// store fetches only what is read — a counting peer proves it — then
+// serves the whole tree as published, and unmounts cleanly on SIGINT.
+func TestCLIMountOverPeer(t *testing.T) {
+	testenv.RequireFUSE(t)
+	ctx := context.Background()
+	spec := testenv.Sample()
+	for path, n := range testenv.Wide(4, 50, 2000) {
+		spec["wide/"+path] = n
+	}
+	src := spec.WriteDir(t)
+	origin := eristest.NewStore()
+	rc := testenv.Publish(t, src, origin)
+	count := testenv.NewCounting(origin)
+	server := testenv.ServeBlocks(t, count, "coap")
+	dir := t.TempDir()
+	p := testenv.Start(t, rc.URN(), dir, "--peer", server.URL, "--store", filepath.Join(t.TempDir(), "cache.sqlite"))
+	testenv.WaitMounted(t, p, dir, mountTimeout)
+
+	index, err := testenv.ContentRefs(ctx, rc, origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree := testenv.OpenTree(t, rc, origin)
+	const name = "wide/d002/f0031"
+	e, _ := tree.Lookup(name)
+	fileRefs, err := testenv.ContentRefs(ctx, e.Capability(), origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, name)); err != nil || !bytes.Equal(got, spec[name].Content) {
+		t.Fatalf("read %s: %v", name, err)
+	}
+	for ref := range count.Refs() {
+		if !index[ref] && !fileRefs[ref] {
+			t.Errorf("the peer served block %s, neither the index's nor %s's", ref.Str(), name)
+		}
+	}
+	t.Logf("reading %s (%d bytes) of a %d-byte tree: the peer served %d bytes in %d blocks, index included",
+		name, len(spec[name].Content), spec.Bytes(), count.Bytes(), count.Blocks())
+
+	testenv.CompareDirs(t, src, dir)
+	if out, err := exec.Command("sh", "-c", filepath.Join(dir, "bin/hello")+" cli").CombinedOutput(); err != nil || string(out) != "hello from eris cli\n" {
+		t.Errorf("bin/hello: %q, %v", out, err)
+	}
+	p.Signal(syscall.SIGINT)
+	if code := p.Wait(mountTimeout); code != 0 {
+		t.Errorf("exit code %d after SIGINT, want 0:\n%s", code, p.Stderr())
+	}
+	if !testenv.Unmounted(dir, time.Second) {
+		t.Errorf("%s still mounted", dir)
+	}
+}
+
+// TestCLIPeerDies: the only peer's process is killed while the mounted
+// tree is being read: the reader gets EIO near --deadline, and SIGINT
+// still unmounts it cleanly.
+func TestCLIPeerDies(t *testing.T) {
+	testenv.RequireFUSE(t)
+	const deadline = 2 * time.Second
+	spec := testenv.Spec{"big": testenv.Bytes(testenv.Random(9, 8<<20))}
+	src := spec.WriteDir(t)
+	origin := filepath.Join(t.TempDir(), "origin.sqlite")
+	rc := testenv.PublishSQLite(t, src, origin)
+	peer := testenv.ServeProcess(t, origin, "coap", 50*time.Millisecond)
+	dir := t.TempDir()
+	p := testenv.Start(t, rc.URN(), dir, "--peer", peer.URL, "--store", filepath.Join(t.TempDir(), "cache.sqlite"), "--deadline", deadline.String())
+	testenv.WaitMounted(t, p, dir, mountTimeout)
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := os.ReadFile(filepath.Join(dir, "big"))
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	killed := time.Now()
+	peer.Kill()
+	select {
+	case err := <-done:
+		t.Logf("read: %v, %v after the kill (deadline %v)", err, time.Since(killed), deadline)
+		if !errors.Is(err, syscall.EIO) {
+			t.Errorf("read from a killed peer: %v, want EIO", err)
+		}
+	case <-time.After(deadline + time.Minute):
+		t.Fatal("the read is still blocked a minute past its deadline")
+	}
+	p.Signal(syscall.SIGINT)
+	if code := p.Wait(mountTimeout); code != 0 {
+		t.Errorf("exit code %d after SIGINT, want 0:\n%s", code, p.Stderr())
+	}
+	if !testenv.Unmounted(dir, time.Second) {
+		t.Errorf("%s still mounted", dir)
+	}
+}
