@@ -49,7 +49,7 @@ type coapPeer struct {
 	opts ClientOptions
 	log  *slog.Logger
 
-	sem   chan struct{}
+	sem   inFlight
 	slots []coapSlot
 	next  atomic.Uint32
 	tick  *periodic
@@ -74,7 +74,7 @@ func newCoAPPeer(ep endpoint, opts ClientOptions) *coapPeer {
 		ep:     ep,
 		opts:   opts,
 		log:    opts.Logger,
-		sem:    make(chan struct{}, opts.MaxInFlight),
+		sem:    make(inFlight, opts.MaxInFlight),
 		slots:  make([]coapSlot, opts.Conns),
 		tick:   newPeriodic(tick),
 		ctx:    ctx,
@@ -165,41 +165,20 @@ func (p *coapPeer) dial(ctx context.Context) (coapConn, error) {
 	return cc, nil
 }
 
-// acquire takes one of MaxInFlight slots.
-func (p *coapPeer) acquire(ctx context.Context) error {
-	select {
-	case p.sem <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-p.ctx.Done():
-		return ErrClosed
-	}
-}
-
-func (p *coapPeer) release() { <-p.sem }
-
 func (p *coapPeer) refOption(ref eris.Ref) message.Option {
 	return message.Option{ID: message.URIQuery, Value: []byte(ref.String())}
 }
 
 // GetBlock fetches and verifies one block.
 func (p *coapPeer) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
-	b, err := p.get(ctx, ref)
-	if err == nil {
-		err = ref.Verify(b)
-	}
-	if err != nil {
-		return nil, peerErr(p.url, "get", ref, err)
-	}
-	return b, nil
+	return getVerified(ctx, p.url, ref, p.get)
 }
 
 func (p *coapPeer) get(ctx context.Context, ref eris.Ref) ([]byte, error) {
-	if err := p.acquire(ctx); err != nil {
+	if err := p.sem.acquire(ctx, p.ctx.Done()); err != nil {
 		return nil, err
 	}
-	defer p.release()
+	defer p.sem.release()
 	cc, err := p.conn(ctx)
 	if err != nil {
 		return nil, err
@@ -328,17 +307,14 @@ func szxOf(size int64) blockwise.SZX {
 // block goes as 32 Block1 blocks of 1 KiB (RFC 7959); over TCP and Unix
 // sockets as one message.
 func (p *coapPeer) PutBlock(ctx context.Context, ref eris.Ref, block []byte) error {
-	if err := p.put(ctx, ref, block); err != nil {
-		return peerErr(p.url, "put", ref, err)
-	}
-	return nil
+	return putNamed(p.url, ref, p.put(ctx, ref, block))
 }
 
 func (p *coapPeer) put(ctx context.Context, ref eris.Ref, block []byte) error {
-	if err := p.acquire(ctx); err != nil {
+	if err := p.sem.acquire(ctx, p.ctx.Done()); err != nil {
 		return err
 	}
-	defer p.release()
+	defer p.sem.release()
 	cc, err := p.conn(ctx)
 	if err != nil {
 		return err

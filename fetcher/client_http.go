@@ -20,14 +20,14 @@ type httpPeer struct {
 	base   string // scheme://host:port/prefix/uri-res/N2R?urn:blake2b:
 	client *http.Client
 	own    *http.Transport // closed by Close when we made it
-	sem    chan struct{}
+	sem    inFlight
 }
 
 func newHTTPPeer(ep endpoint, opts ClientOptions) *httpPeer {
 	p := &httpPeer{
 		url:  ep.String(),
 		base: ep.scheme + "://" + ep.addr + ep.path + n2rPath + "?" + urnPrefix,
-		sem:  make(chan struct{}, opts.MaxInFlight),
+		sem:  make(inFlight, opts.MaxInFlight),
 	}
 	if opts.HTTPClient != nil {
 		p.client = opts.HTTPClient
@@ -42,32 +42,16 @@ func newHTTPPeer(ep endpoint, opts ClientOptions) *httpPeer {
 
 func (p *httpPeer) URL() string { return p.url }
 
-func (p *httpPeer) acquire(ctx context.Context) error {
-	select {
-	case p.sem <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // GetBlock fetches and verifies one block.
 func (p *httpPeer) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
-	b, err := p.get(ctx, ref)
-	if err == nil {
-		err = ref.Verify(b)
-	}
-	if err != nil {
-		return nil, peerErr(p.url, "get", ref, err)
-	}
-	return b, nil
+	return getVerified(ctx, p.url, ref, p.get)
 }
 
 func (p *httpPeer) get(ctx context.Context, ref eris.Ref) ([]byte, error) {
-	if err := p.acquire(ctx); err != nil {
+	if err := p.sem.acquire(ctx, nil); err != nil {
 		return nil, err
 	}
-	defer func() { <-p.sem }()
+	defer p.sem.release()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.base+ref.String(), nil)
 	if err != nil {
 		return nil, err
@@ -118,17 +102,14 @@ func readBlock(r io.Reader, n int64) ([]byte, error) {
 // the server answers 201 Created (or 200/204) once it has checked and
 // stored it.
 func (p *httpPeer) PutBlock(ctx context.Context, ref eris.Ref, block []byte) error {
-	if err := p.put(ctx, ref, block); err != nil {
-		return peerErr(p.url, "put", ref, err)
-	}
-	return nil
+	return putNamed(p.url, ref, p.put(ctx, ref, block))
 }
 
 func (p *httpPeer) put(ctx context.Context, ref eris.Ref, block []byte) error {
-	if err := p.acquire(ctx); err != nil {
+	if err := p.sem.acquire(ctx, nil); err != nil {
 		return err
 	}
-	defer func() { <-p.sem }()
+	defer p.sem.release()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, p.base+ref.String(), bytes.NewReader(block))
 	if err != nil {
 		return err
