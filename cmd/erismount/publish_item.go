@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -250,11 +251,32 @@ func (ps peerSet) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 
 func (ps peerSet) PutBlock(ctx context.Context, ref eris.Ref, block []byte) error {
 	for _, p := range ps {
-		if err := p.PutBlock(ctx, ref, block); err != nil {
+		if err := putRetry(ctx, p, ref, block); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// putRetry PUTs a block, again after a pause while the peer answers
+// "service unavailable" (CoAP 5.03, HTTP 503: too many uploads at once),
+// for up to a minute.
+func putRetry(ctx context.Context, p fetcher.Peer, ref eris.Ref, block []byte) error {
+	pause := 20 * time.Millisecond
+	end := time.Now().Add(time.Minute)
+	for {
+		err := p.PutBlock(ctx, ref, block)
+		var se *fetcher.StatusError
+		if !errors.As(err, &se) || !strings.HasPrefix(se.Code, "5.03") && !strings.HasPrefix(se.Code, "503") || time.Now().After(end) {
+			return err
+		}
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+			return err
+		}
+		pause = min(2*pause, time.Second)
+	}
 }
 
 func (ps peerSet) Close() error {

@@ -17,21 +17,23 @@ import (
 // Options configure Write and WriteChecked. The zero value is useful.
 type Options struct {
 	// ReadAhead is how many files past the one being written are fetched
-	// at once; 0 means 32.
+	// at once; 0 means 128 (a source tree from a CoAP peer on a loaded
+	// loopback: 128 took 0.7 times as long as 32, 256 no less).
 	ReadAhead int
 	// SmallFile is the size up to which a file is read whole ahead of the
 	// writer; the first SmallFile bytes of a larger file are read ahead
-	// and the rest streamed when its turn comes. 0 means 512 KiB. At most
-	// ReadAhead × SmallFile bytes of content wait in memory.
+	// and the rest streamed when its turn comes. 0 means 256 KiB. At most
+	// ReadAhead × SmallFile bytes of content (32 MiB by default) wait in
+	// memory.
 	SmallFile int
 }
 
 func (o Options) withDefaults() Options {
 	if o.ReadAhead <= 0 {
-		o.ReadAhead = 32
+		o.ReadAhead = 128
 	}
 	if o.SmallFile <= 0 {
-		o.SmallFile = 512 << 10
+		o.SmallFile = 256 << 10
 	}
 	return o
 }
