@@ -30,4 +30,5 @@ var (
 	_ gofs.NodeReadlinker = (*symlinkNode)(nil)
 	_ gofs.NodeGetattrer  = (*symlinkNode)(nil)
 	_ gofs.NodeStatfser   = (*symlinkNode)(nil)
+	_ gofs.NodeGetxattrer = (*symlinkNode)(nil)
 )

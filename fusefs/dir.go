@@ -15,8 +15,7 @@ import (
 // directory (e == nil) holding that file under Options.FileName.
 type dirNode struct {
 	gofs.Inode
-	m *mountFS
-	e *erisfs.Entry
+	entryNode
 }
 
 // child returns the entry called name, or nil.
@@ -88,18 +87,6 @@ func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHan
 		list = append(list, fuse.DirEntry{Name: name, Ino: d.m.ino(c), Mode: unixMode(c) &^ 0o7777})
 	}
 	return &dirHandle{list: list}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
-}
-
-func (d *dirNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	return d.m.statfs(out)
-}
-
-func (d *dirNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	return d.m.getxattr(ctx, d.e, attr, dest)
-}
-
-func (d *dirNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	return d.m.listxattr(d.e, dest)
 }
 
 // dirHandle is an open directory: a fixed listing read in order. Offsets

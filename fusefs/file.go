@@ -25,8 +25,7 @@ const maxRead = 1<<20 - 8<<10
 // fileNode is a regular or executable file.
 type fileNode struct {
 	gofs.Inode
-	m *mountFS
-	e *erisfs.Entry
+	entryNode
 
 	// The range of the last read that timed out, and until when a read
 	// overlapping it gets only a short deadline: when readahead fails, the
@@ -82,18 +81,6 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 		h.s = f.m.ra.stream(f.m.base, r, size, f.m.opts.Deadline)
 	}
 	return h, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0
-}
-
-func (f *fileNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	return f.m.statfs(out)
-}
-
-func (f *fileNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	return f.m.getxattr(ctx, f.e, attr, dest)
-}
-
-func (f *fileNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	return f.m.listxattr(f.e, dest)
 }
 
 // retryDeadline is the deadline of a read overlapping one that just timed

@@ -144,9 +144,29 @@ func NewRoot(ctx context.Context, tree *erisfs.Tree, opts Options) gofs.InodeEmb
 // directory holding a single-file tree under Options.FileName.
 func (m *mountFS) root() *dirNode {
 	if m.tree.Root().IsDir() {
-		return &dirNode{m: m, e: m.tree.Root()}
+		return &dirNode{entryNode: entryNode{m, m.tree.Root()}}
 	}
-	return &dirNode{m: m}
+	return &dirNode{entryNode: entryNode{m: m}}
+}
+
+// entryNode is what every node type shares: the mount and the entry
+// (nil for the synthetic root of a single-file tree), and the operations
+// that work the same for every kind of entry.
+type entryNode struct {
+	m *mountFS
+	e *erisfs.Entry
+}
+
+func (n *entryNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	return n.m.statfs(out)
+}
+
+func (n *entryNode) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	return n.m.getxattr(ctx, n.e, attr, dest)
+}
+
+func (n *entryNode) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	return n.m.listxattr(n.e, dest)
 }
 
 // ino is the inode number of e.
@@ -158,13 +178,13 @@ func (m *mountFS) node(e *erisfs.Entry) (gofs.InodeEmbedder, gofs.StableAttr) {
 	switch e.Kind() {
 	case erisfs.Directory:
 		attr.Mode = syscall.S_IFDIR
-		return &dirNode{m: m, e: e}, attr
+		return &dirNode{entryNode: entryNode{m, e}}, attr
 	case erisfs.Symlink:
 		attr.Mode = syscall.S_IFLNK
-		return &symlinkNode{m: m, e: e}, attr
+		return &symlinkNode{entryNode: entryNode{m, e}}, attr
 	}
 	attr.Mode = syscall.S_IFREG
-	return &fileNode{m: m, e: e}, attr
+	return &fileNode{entryNode: entryNode{m, e}}, attr
 }
 
 // unixMode is e's mode as stat(2) reports it: type bits and permissions.

@@ -6,16 +6,13 @@ import (
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
-
-	"erismount/erisfs"
 )
 
 // symlinkNode is a symbolic link; its target is in the index, so nothing
 // is fetched.
 type symlinkNode struct {
 	gofs.Inode
-	m *mountFS
-	e *erisfs.Entry
+	entryNode
 }
 
 func (s *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
@@ -25,8 +22,4 @@ func (s *symlinkNode) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 func (s *symlinkNode) Getattr(ctx context.Context, _ gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	s.m.fill(s.e, int64(len(s.e.Target())), &out.Attr)
 	return 0
-}
-
-func (s *symlinkNode) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	return s.m.statfs(out)
 }

@@ -306,13 +306,7 @@ func TestCLIMountOverPeer(t *testing.T) {
 	if out, err := exec.Command("sh", "-c", filepath.Join(dir, "bin/hello")+" cli").CombinedOutput(); err != nil || string(out) != "hello from eris cli\n" {
 		t.Errorf("bin/hello: %q, %v", out, err)
 	}
-	p.Signal(syscall.SIGINT)
-	if code := p.Wait(mountTimeout); code != 0 {
-		t.Errorf("exit code %d after SIGINT, want 0:\n%s", code, p.Stderr())
-	}
-	if !testenv.Unmounted(dir, time.Second) {
-		t.Errorf("%s still mounted", dir)
-	}
+	p.Interrupt(t, dir)
 }
 
 // TestCLIPeerDies: the only peer's process is killed while the mounted
@@ -347,11 +341,5 @@ func TestCLIPeerDies(t *testing.T) {
 	case <-time.After(deadline + time.Minute):
 		t.Fatal("the read is still blocked a minute past its deadline")
 	}
-	p.Signal(syscall.SIGINT)
-	if code := p.Wait(mountTimeout); code != 0 {
-		t.Errorf("exit code %d after SIGINT, want 0:\n%s", code, p.Stderr())
-	}
-	if !testenv.Unmounted(dir, time.Second) {
-		t.Errorf("%s still mounted", dir)
-	}
+	p.Interrupt(t, dir)
 }

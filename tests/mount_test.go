@@ -55,15 +55,7 @@ func TestCLIMountOffline(t *testing.T) {
 		t.Errorf("user.eris.local of the root with every block stored: %q, %v", buf[:n], err)
 	}
 
-	if err := p.Signal(syscall.SIGINT); err != nil {
-		t.Fatal(err)
-	}
-	if code := p.Wait(mountTimeout); code != 0 {
-		t.Errorf("exit code %d after SIGINT, want 0:\n%s", code, p.Stderr())
-	}
-	if !testenv.Unmounted(dir, time.Second) {
-		t.Errorf("%s still mounted after erismount exited", dir)
-	}
+	p.Interrupt(t, dir)
 }
 
 // TestCLIMountSubcommand: `erismount mount URN DIR` with flags, --json,
@@ -201,11 +193,5 @@ func TestCLIRemountAfterKill(t *testing.T) {
 	testenv.WaitMounted(t, p, dir, mountTimeout)
 	t.Logf("mounted again after %v", time.Since(start))
 	testenv.CompareDirs(t, src, dir)
-	p.Signal(syscall.SIGINT)
-	if code := p.Wait(mountTimeout); code != 0 {
-		t.Errorf("exit code %d, want 0:\n%s", code, p.Stderr())
-	}
-	if !testenv.Unmounted(dir, time.Second) {
-		t.Errorf("%s still mounted", dir)
-	}
+	p.Interrupt(t, dir)
 }

@@ -159,6 +159,22 @@ func (p *Process) Wait(timeout time.Duration) int {
 	return 0
 }
 
+// Interrupt sends SIGINT (a user's Ctrl-C) to an erismount serving a
+// mount at dir and fails the test unless it exits with 0 and leaves dir
+// unmounted.
+func (p *Process) Interrupt(t testing.TB, dir string) {
+	t.Helper()
+	if err := p.Signal(syscall.SIGINT); err != nil {
+		t.Fatalf("testenv: SIGINT to erismount: %v", err)
+	}
+	if code := p.Wait(time.Minute); code != 0 {
+		t.Errorf("testenv: erismount exited with %d after SIGINT, want 0:\n%s", code, p.Stderr())
+	}
+	if !Unmounted(dir, time.Second) {
+		t.Errorf("testenv: %s still mounted after erismount exited", dir)
+	}
+}
+
 // Run runs erismount with args to completion and returns its output and
 // exit code.
 func Run(t testing.TB, args ...string) (stdout, stderr string, code int) {
@@ -210,6 +226,3 @@ func Unmounted(dir string, timeout time.Duration) bool {
 	}
 	return true
 }
-
-// Interrupt is the signal a user's Ctrl-C sends.
-var Interrupt = syscall.SIGINT
