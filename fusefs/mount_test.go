@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -250,5 +251,35 @@ func TestUnmountBusy(t *testing.T) {
 	b := make([]byte, 8)
 	if _, err := f.ReadAt(b, 0); err != nil || !bytes.Equal(b, []byte("A sample")) {
 		t.Errorf("open file after detach: %q, %v", b, err)
+	}
+}
+
+// TestAllowOther: another user reads the tree only when the mount allows
+// it (FUSE's allow_other).
+func TestAllowOther(t *testing.T) {
+	testenv.RequireFUSE(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil || os.Getuid() != 0 {
+		t.Skipf("needs root and setpriv (util-linux) to read as another user: uid %d, %v", os.Getuid(), err)
+	}
+	p := publish(t, testenv.Sample())
+	for _, allow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("allow_other=%v", allow), func(t *testing.T) {
+			parent := t.TempDir()
+			dir := filepath.Join(parent, "mnt")
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			// Let the other user reach the mount point.
+			for d := parent; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+				os.Chmod(d, 0o755)
+			}
+			testenv.MountAt(t, dir, p.tree, fusefs.Options{AllowOther: allow})
+			out, err := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "cat", filepath.Join(dir, "share/doc/README")).CombinedOutput()
+			readable := err == nil && string(out) == string(testenv.Sample()["share/doc/README"].Content)
+			if readable != allow {
+				t.Errorf("as uid 65534: %q, %v; want readable=%v", out, err, allow)
+			}
+		})
 	}
 }
