@@ -133,13 +133,6 @@ func newMountFS(ctx context.Context, tree *erisfs.Tree, opts Options) *mountFS {
 	return m
 }
 
-// NewRoot returns the root node of a mount of tree, for callers that mount
-// it with go-fuse themselves (Mount does all of it). ctx is the context of
-// background work such as readahead.
-func NewRoot(ctx context.Context, tree *erisfs.Tree, opts Options) gofs.InodeEmbedder {
-	return newMountFS(ctx, tree, opts).root()
-}
-
 // root is the mount's root directory node: the tree's root, or a synthetic
 // directory holding a single-file tree under Options.FileName.
 func (m *mountFS) root() *dirNode {
