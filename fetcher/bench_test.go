@@ -104,6 +104,39 @@ func BenchmarkGetBlock(b *testing.B) {
 	}
 }
 
+// BenchmarkGetBlockRTT fetches 32 KiB blocks over CoAP/UDP through a
+// proxy that delays every datagram by 5 ms (a 10 ms round trip), 4 blocks
+// in flight, asking for 1, 4 or 16 parts of a block at once
+// (ClientOptions.BlockWindow; the default is 8): the latency a block costs
+// on a real link.
+func BenchmarkGetBlockRTT(b *testing.B) {
+	blocks := randomBlocks(b, 16, eris.BlockSize32K)
+	store, refs := storeWith(b, blocks...)
+	_, urls := serve(b, store, ServerOptions{}, "coap://127.0.0.1:0")
+	ep, _ := parseEndpoint(urls[0])
+	proxy := startDelayProxy(b, ep.addr, func(bool) bool { return false }, 5*time.Millisecond)
+	for _, w := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("window%d", w), func(b *testing.B) {
+			p := dial(b, "coap://"+proxy, ClientOptions{BlockWindow: w})
+			ctx := context.Background()
+			sem := make(chan struct{}, 4)
+			var wg sync.WaitGroup
+			b.SetBytes(eris.BlockSize32K)
+			b.ResetTimer()
+			for i := range b.N {
+				sem <- struct{}{}
+				wg.Go(func() {
+					defer func() { <-sem }()
+					if _, err := p.GetBlock(ctx, refs[i%len(refs)]); err != nil {
+						b.Error(err)
+					}
+				})
+			}
+			wg.Wait()
+		})
+	}
+}
+
 // BenchmarkPoolGetBlock is BenchmarkGetBlock through a Pool of one peer.
 func BenchmarkPoolGetBlock(b *testing.B) {
 	blocks := randomBlocks(b, 64, eris.BlockSize32K)

@@ -138,7 +138,10 @@ func (p *coapPeer) dial(ctx context.Context) (coapConn, error) {
 		}
 		_ = c.SetReadBuffer(udpSocketBuffer)
 		_ = c.SetWriteBuffer(udpSocketBuffer)
-		opts := []udp.Option{options.WithTransmission(uint32(p.opts.MaxInFlight), p.opts.AckTimeout, uint32(p.opts.MaxRetransmit))}
+		// NSTART (RFC 7252 §4.7): every transfer may have BlockWindow
+		// requests out; MaxInFlight bounds the transfers.
+		nstart := uint32(p.opts.MaxInFlight * p.opts.BlockWindow)
+		opts := []udp.Option{options.WithTransmission(nstart, p.opts.AckTimeout, uint32(p.opts.MaxRetransmit))}
 		for _, o := range common {
 			opts = append(opts, o)
 		}
@@ -183,68 +186,107 @@ func (p *coapPeer) get(ctx context.Context, ref eris.Ref) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	token, err := message.GetToken()
+	t := &transfer{p: p, cc: cc, q: p.refOption(ref)}
+	if t.token, err = message.GetToken(); err != nil {
+		return nil, err
+	}
+	// The first response says whether the block comes in parts, of which
+	// size, and (Size2) how long it is.
+	first, err := t.ask(ctx, t.token, -1)
 	if err != nil {
 		return nil, err
 	}
-	var (
-		body []byte
-		size int64 // block size of the transfer, from the first Block2
-		q    = p.refOption(ref)
-	)
-	for num := int64(0); ; {
-		req, err := cc.NewGetRequest(ctx, p.ep.blocksPath(), q)
+	defer cc.ReleaseMessage(first)
+	opt, err := first.GetOptionUint32(message.Block2)
+	if err != nil { // the whole block at once
+		n, err := first.BodySize()
 		if err != nil {
 			return nil, err
 		}
-		// One token for the whole transfer lets the server continue the
-		// representation it already has (go-coap keys it by token).
-		req.SetToken(token)
-		if num > 0 {
-			opt, err := blockwise.EncodeBlockOption(szxOf(size), num, false)
-			if err != nil {
-				cc.ReleaseMessage(req)
-				return nil, err
-			}
-			req.SetOptionUint32(message.Block2, opt)
+		if n > eris.BlockSize32K {
+			return nil, fmt.Errorf("%w: response of %d bytes", eris.ErrCorrupt, n)
 		}
-		resp, err := cc.Do(req)
-		cc.ReleaseMessage(req)
-		if err != nil {
-			return nil, p.transportErr(ctx, cc, err)
-		}
-		more, err := p.appendBlock2(resp, &body, &size, num)
-		cc.ReleaseMessage(resp)
-		if err != nil || !more {
-			return body, err
-		}
-		num = int64(len(body)) / size
+		return first.ReadBody()
 	}
+	if t.szx, _, _, err = blockwise.DecodeBlockOption(opt); err != nil {
+		return nil, err
+	}
+	t.bs = blockSize(t.szx)
+	total := int64(-1) // unknown without Size2: the parts are fetched in turn
+	if s2, err := first.GetOptionUint32(message.Size2); err == nil {
+		if s2 > eris.BlockSize32K {
+			return nil, fmt.Errorf("%w: peer announces %d bytes", eris.ErrCorrupt, s2)
+		}
+		total = int64(s2)
+	}
+	t.body = make([]byte, 0, eris.BlockSize32K) // parts never go beyond (take)
+	if total >= 0 {
+		t.body = t.body[:0:total]
+	}
+	more, err := t.take(first, 0, total)
+	if err != nil || !more {
+		return t.body, err
+	}
+	// Keep about MaxInFlight requests out: when many blocks are in flight
+	// already, their parts in turn are enough (and cheapest); when few
+	// are, each asks for several parts at once.
+	window := min(p.opts.BlockWindow, p.opts.MaxInFlight/max(len(p.sem), 1))
+	if total < 0 || window <= 1 {
+		return t.body, t.sequential(ctx, total)
+	}
+	return t.body, t.parallel(ctx, total, window)
 }
 
-// appendBlock2 checks one response of a GET and appends its payload.
-func (p *coapPeer) appendBlock2(resp *pool.Message, body *[]byte, size *int64, num int64) (more bool, err error) {
+// transfer is one block-wise GET (RFC 7959 §2.4): Block2 parts of bs bytes.
+type transfer struct {
+	p     *coapPeer
+	cc    coapConn
+	q     message.Option
+	token message.Token
+	szx   blockwise.SZX
+	bs    int64
+	body  []byte
+}
+
+// ask sends one GET for part num (num < 0: the first request, without
+// Block2) and returns a 2.05 response; other codes are errors.
+func (t *transfer) ask(ctx context.Context, token message.Token, num int64) (*pool.Message, error) {
+	cc := t.cc
+	req, err := cc.NewGetRequest(ctx, t.p.ep.blocksPath(), t.q)
+	if err != nil {
+		return nil, err
+	}
+	defer cc.ReleaseMessage(req)
+	req.SetToken(token)
+	if num >= 0 {
+		opt, err := blockwise.EncodeBlockOption(t.szx, num, false)
+		if err != nil {
+			return nil, err
+		}
+		req.SetOptionUint32(message.Block2, opt)
+	}
+	resp, err := cc.Do(req)
+	if err != nil {
+		return nil, t.p.transportErr(ctx, cc, err)
+	}
 	switch resp.Code() {
 	case codes.Content:
+		return resp, nil
 	case codes.NotFound:
-		return false, eris.ErrNotFound
+		err = eris.ErrNotFound
 	default:
-		return false, statusErr(resp)
+		err = statusErr(resp)
 	}
+	cc.ReleaseMessage(resp)
+	return nil, err
+}
+
+// take checks the response for part num and copies its payload into the
+// body at num*bs. total is the announced length (-1 if unknown).
+func (t *transfer) take(resp *pool.Message, num, total int64) (more bool, err error) {
 	opt, err := resp.GetOptionUint32(message.Block2)
-	if err != nil { // the whole representation at once
-		if num != 0 {
-			return false, errors.New("peer stopped block-wise transfer")
-		}
-		n, err := resp.BodySize()
-		if err != nil {
-			return false, err
-		}
-		if n > eris.BlockSize32K {
-			return false, fmt.Errorf("%w: response of %d bytes", eris.ErrCorrupt, n)
-		}
-		*body, err = resp.ReadBody()
-		return false, err
+	if err != nil {
+		return false, errors.New("peer stopped block-wise transfer")
 	}
 	szx, n, more, err := blockwise.DecodeBlockOption(opt)
 	if err != nil {
@@ -254,35 +296,87 @@ func (p *coapPeer) appendBlock2(resp *pool.Message, body *[]byte, size *int64, n
 	if err != nil {
 		return false, err
 	}
-	bs := blockSize(szx)
-	if num == 0 {
-		*size = bs
-	}
+	off := num * t.bs
 	switch {
-	case n*bs != int64(len(*body)):
-		return false, fmt.Errorf("peer sent block %d (size %d) at offset %d", n, bs, len(*body))
-	case bs != *size:
-		return false, fmt.Errorf("peer changed block size from %d to %d", *size, bs)
-	case more && (plen == 0 || plen%bs != 0):
+	case szx != t.szx:
+		return false, fmt.Errorf("peer changed block size from %d to %d", t.bs, blockSize(szx))
+	case n != num:
+		return false, fmt.Errorf("peer sent block %d at offset %d", n, off)
+	case more && (plen == 0 || plen%t.bs != 0):
 		return false, fmt.Errorf("peer sent a partial block of %d bytes before the last", plen)
-	case int64(len(*body))+plen > eris.BlockSize32K:
+	case off+plen > eris.BlockSize32K:
 		return false, fmt.Errorf("%w: peer sends more than %d bytes", eris.ErrCorrupt, eris.BlockSize32K)
+	case total >= 0 && (off+plen > total || more != (off+plen < total)),
+		off+plen > int64(cap(t.body)):
+		return false, fmt.Errorf("block %d of %d bytes does not fit the announced %d", n, plen, total)
 	}
-	if *body == nil {
-		*body = make([]byte, 0, eris.BlockSize32K)
+	if int64(len(t.body)) < off+plen {
+		t.body = t.body[:off+plen]
 	}
 	// Read the payload straight into the block, without ReadBody's copy.
-	off := len(*body)
-	*body = (*body)[:off+int(plen)]
 	if plen > 0 {
 		if _, err := resp.Body().Seek(0, io.SeekStart); err != nil {
 			return false, err
 		}
-		if _, err := io.ReadFull(resp.Body(), (*body)[off:]); err != nil {
+		if _, err := io.ReadFull(resp.Body(), t.body[off:off+plen]); err != nil {
 			return false, err
 		}
 	}
 	return more, nil
+}
+
+// sequential asks for the parts one after another until the last, with
+// the first request's token, so that a server keeping the representation
+// by token (go-coap does) serves it without building it again.
+func (t *transfer) sequential(ctx context.Context, total int64) error {
+	for {
+		num := int64(len(t.body)) / t.bs
+		resp, err := t.ask(ctx, t.token, num)
+		if err != nil {
+			return err
+		}
+		more, err := t.take(resp, num, total)
+		t.cc.ReleaseMessage(resp)
+		if err != nil || !more {
+			return err
+		}
+	}
+}
+
+// parallel asks for the remaining parts of a transfer of known length,
+// window at a time (RFC 7959 §2.4 lets a client ask for any block): over
+// a link with latency a 32 KiB block takes a few round trips instead of 32.
+func (t *transfer) parallel(ctx context.Context, total int64, window int) error {
+	count := (total + t.bs - 1) / t.bs
+	t.body = t.body[:total]
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		next     atomic.Int64
+		wg       sync.WaitGroup
+		firstErr error
+		errOnce  sync.Once
+	)
+	next.Store(1)
+	for range min(int64(window), count-1) {
+		wg.Go(func() {
+			token, err := message.GetToken()
+			for err == nil {
+				num := next.Add(1) - 1
+				if num >= count {
+					return
+				}
+				var resp *pool.Message
+				if resp, err = t.ask(ctx, token, num); err == nil {
+					_, err = t.take(resp, num, total)
+					t.cc.ReleaseMessage(resp)
+				}
+			}
+			errOnce.Do(func() { firstErr = err; cancel() })
+		})
+	}
+	wg.Wait()
+	return firstErr
 }
 
 // blockSize is the size of a block of a block-wise transfer; BERT (szx 7,

@@ -33,10 +33,14 @@ type ClientOptions struct {
 	// several keep both ends busy on more than one core.
 	Conns int
 	// MaxInFlight bounds the requests in flight to the peer (default 64);
-	// more wait. Over UDP each request is one exchange at a time
-	// (block-wise transfers are sequential), so this is also the number of
-	// outstanding confirmable messages (RFC 7252's NSTART).
+	// more wait.
 	MaxInFlight int
+	// BlockWindow is how many parts of one block-wise transfer may be
+	// asked for at once (default 8). A 32 KiB block over UDP is 32 parts
+	// of 1 KiB: asking for several at a time makes it a few round trips
+	// instead of 32. The peer uses fewer when many blocks are in flight,
+	// keeping about MaxInFlight requests out in all; 1 asks in turn.
+	BlockWindow int
 	// DialTimeout bounds connecting over TCP or a Unix socket (default 5s).
 	DialTimeout time.Duration
 	// AckTimeout and MaxRetransmit set CoAP-over-UDP retransmission
@@ -60,6 +64,9 @@ func (o *ClientOptions) fill(t transport) {
 	}
 	if o.MaxInFlight <= 0 {
 		o.MaxInFlight = 64
+	}
+	if o.BlockWindow <= 0 {
+		o.BlockWindow = 8
 	}
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = 5 * time.Second

@@ -30,6 +30,7 @@ type udpProxy struct {
 	front    *net.UDPConn
 	target   *net.UDPAddr
 	drop     func(toServer bool) bool
+	delay    time.Duration // added to every datagram, each way
 	mu       sync.Mutex
 	upstream map[netip.AddrPort]*net.UDPConn
 	wg       sync.WaitGroup
@@ -37,7 +38,14 @@ type udpProxy struct {
 	relayed  atomic.Int64
 }
 
-func startUDPProxy(t *testing.T, target string, drop func(toServer bool) bool) string {
+func startUDPProxy(t testing.TB, target string, drop func(toServer bool) bool) string {
+	t.Helper()
+	return startDelayProxy(t, target, drop, 0)
+}
+
+// startDelayProxy is startUDPProxy that also holds every datagram for
+// delay, like a link with latency.
+func startDelayProxy(t testing.TB, target string, drop func(toServer bool) bool, delay time.Duration) string {
 	t.Helper()
 	ta, err := net.ResolveUDPAddr("udp", target)
 	if err != nil {
@@ -47,7 +55,7 @@ func startUDPProxy(t *testing.T, target string, drop func(toServer bool) bool) s
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &udpProxy{front: front, target: ta, drop: drop, upstream: make(map[netip.AddrPort]*net.UDPConn)}
+	p := &udpProxy{front: front, target: ta, drop: drop, delay: delay, upstream: make(map[netip.AddrPort]*net.UDPConn)}
 	p.wg.Add(1)
 	go p.loop()
 	t.Cleanup(func() {
@@ -58,7 +66,9 @@ func startUDPProxy(t *testing.T, target string, drop func(toServer bool) bool) s
 		}
 		p.mu.Unlock()
 		p.wg.Wait()
-		t.Logf("proxy relayed %d datagrams, dropped %d", p.relayed.Load(), p.dropped.Load())
+		if p.dropped.Load() > 0 {
+			t.Logf("proxy relayed %d datagrams, dropped %d", p.relayed.Load(), p.dropped.Load())
+		}
 	})
 	return front.LocalAddr().String()
 }
@@ -89,8 +99,19 @@ func (p *udpProxy) loop() {
 			continue
 		}
 		p.relayed.Add(1)
-		_, _ = up.Write(buf[:n])
+		p.send(buf[:n], func(b []byte) { _, _ = up.Write(b) })
 	}
+}
+
+// send passes a datagram on, after the proxy's delay.
+func (p *udpProxy) send(b []byte, write func([]byte)) {
+	if p.delay == 0 {
+		write(b)
+		return
+	}
+	b = append([]byte(nil), b...)
+	p.wg.Add(1)
+	time.AfterFunc(p.delay, func() { defer p.wg.Done(); write(b) })
 }
 
 func (p *udpProxy) back(up *net.UDPConn, to netip.AddrPort) {
@@ -106,7 +127,7 @@ func (p *udpProxy) back(up *net.UDPConn, to netip.AddrPort) {
 			continue
 		}
 		p.relayed.Add(1)
-		_, _ = p.front.WriteToUDPAddrPort(buf[:n], to)
+		p.send(buf[:n], func(b []byte) { _, _ = p.front.WriteToUDPAddrPort(b, to) })
 	}
 }
 
