@@ -333,3 +333,20 @@ func TestFaultClosingPeer(t *testing.T) {
 	st := pl.Stats()[0]
 	t.Logf("%d connections closed under the client; %d requests, %d errors, state %s", closed.Load(), st.Requests, st.Errors, st.State)
 }
+
+// TestLatencyLink: through a link with a 10 ms round trip, the parts of
+// a block asked for at once (few blocks in flight) come back right.
+func TestLatencyLink(t *testing.T) {
+	noLeaks(t)
+	blocks, refs := mixedBlocks(t, 4, 6)
+	store, _ := storeWith(t, blocks...)
+	_, urls := serve(t, store, ServerOptions{}, "coap://127.0.0.1:0")
+	ep, _ := parseEndpoint(urls[0])
+	proxy := startDelayProxy(t, ep.addr, func(bool) bool { return false }, 5*time.Millisecond)
+	p := dial(t, "coap://"+proxy, ClientOptions{BlockWindow: 16})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	t0 := time.Now()
+	fetchAll(t, ctx, p, refs, blocks, 2)
+	t.Logf("%d blocks (%d of 32 KiB) over a 10 ms round trip in %v", len(blocks), 6, time.Since(t0))
+}
