@@ -38,11 +38,13 @@ type coapConn interface {
 
 // coapPeer is a CoAP block store over UDP, TCP or a Unix socket.
 //
-// Block-wise transfer (RFC 7959) is done here, not by go-coap: a GET is
-// followed by requests for the next Block2 until the last, each checked
-// (block number, size, at most 32 KiB in all), and a PUT over UDP is sent
-// as Block1 blocks of 1 KiB. go-coap's own block-wise layer buffers a
-// representation of any size a peer sends; ours stops at one ERIS block.
+// Block-wise transfer (RFC 7959) is done here, not by go-coap: when the
+// answer to a GET comes in parts (Block2), the other parts are asked for,
+// several at once when few blocks are in flight, and each is checked
+// (number, size, fit with the announced Size2, 32 KiB at most in all); a
+// PUT over UDP goes as Block1 parts of 1 KiB. go-coap's own block-wise
+// layer buffers a representation of any size a peer sends; ours stops at
+// one ERIS block.
 type coapPeer struct {
 	url  string
 	ep   endpoint
