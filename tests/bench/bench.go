@@ -32,6 +32,9 @@ type Config struct {
 	// Ops are the keys of the operations to measure (see Ops); none
 	// means all.
 	Ops []string
+	// OpTimeout stops a lazy operation that takes longer (recorded as
+	// such); 0 means none.
+	OpTimeout time.Duration
 	// Erismount is the erismount binary; "" builds it from this module.
 	Erismount string
 	MountArgs []string // extra flags for erismount mount
@@ -56,17 +59,17 @@ type Results struct {
 	// Per operation, one sample per run: whole nar (fetch + unpack, then
 	// the operation on the unpacked tree); the operation again on it
 	// (local disk, page cache warm).
-	Nar, Local [][]time.Duration
+	Nar, Local []Cell
 	// Per transport and operation: lazy cold (empty block store, fresh
 	// mount; mount time included) and the bytes that crossed the shaped
 	// link towards the client meanwhile (CoAP, UDP and IP headers
 	// included). The server's own block cache makes the blocks it read
 	// from its store no measure of what a client fetched.
-	Cold map[string][][]time.Duration
+	Cold map[string][]Cell
 	Wire map[string][][]int64
 	// Per operation, over the first transport: warm (blocks in SQLite, a
 	// fresh mount; mount included) and hot (the same mount again).
-	Warm, Hot [][]time.Duration
+	Warm, Hot []Cell
 	Dropped   int64 // datagrams the shaped links dropped
 
 	DropCaches string // "yes", or why not
@@ -93,7 +96,7 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 	start := time.Now()
 	res = &Results{
 		Config: cfg, LoadBefore: loadavg(),
-		Cold: map[string][][]time.Duration{}, Wire: map[string][][]int64{},
+		Cold: map[string][]Cell{}, Wire: map[string][][]int64{},
 	}
 	if err := becomeSubreaper(); err != nil {
 		return nil, fmt.Errorf("become a child subreaper: %w", err)
@@ -202,7 +205,7 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 		}
 	}
 	res.Ops = ops
-	grid := func() [][]time.Duration { return make([][]time.Duration, len(ops)) }
+	grid := func() []Cell { return make([]Cell, len(ops)) }
 	res.Nar, res.Local, res.Warm, res.Hot = grid(), grid(), grid(), grid()
 	for _, tr := range cfg.Transports {
 		res.Cold[tr] = grid()
@@ -229,15 +232,15 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 		client.CloseIdleConnections()
 		log.Info("whole nar fetched and unpacked", "took", ready)
 		for i, op := range ops {
-			first, err := timed(ctx, op, dest, tree)
-			if err != nil {
-				return nil, fmt.Errorf("whole nar: %s: %w", op.Name, err)
+			first := runOp(ctx, op, dest, tree, 0, t0)
+			again := runOp(ctx, op, dest, tree, 0, time.Now())
+			for _, s := range []Sample{first, again} {
+				if s.Err != nil {
+					return nil, fmt.Errorf("whole nar: %s: %w", op.Name, s.Err)
+				}
 			}
-			again, err := timed(ctx, op, dest, tree)
-			if err != nil {
-				return nil, fmt.Errorf("whole nar: %s: %w", op.Name, err)
-			}
-			res.Nar[i] = append(res.Nar[i], ready+first)
+			first.D += ready
+			res.Nar[i] = append(res.Nar[i], first)
 			res.Local[i] = append(res.Local[i], again)
 		}
 		if err := os.RemoveAll(dest); err != nil {
@@ -254,25 +257,32 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 				}
 				drop()
 				wire0 := proxies[tr].Stats().Down
-				cold, _, err := lazy(ctx, em, urn, mnt, peers[tr], cacheStore, op, tree, false)
+				cold, _, err := lazy(ctx, em, urn, mnt, peers[tr], cacheStore, op, tree, false, cfg.OpTimeout)
 				if err != nil {
 					return nil, fmt.Errorf("lazy cold over %s: %s: %w", tr, op.Name, err)
 				}
 				res.Cold[tr][i] = append(res.Cold[tr][i], cold)
 				wire := proxies[tr].Stats().Down - wire0
 				res.Wire[tr][i] = append(res.Wire[tr][i], wire)
-				log.Info("lazy cold", "transport", tr, "op", op.Name, "took", cold, "link_bytes", wire)
+				log.Info("lazy cold", "transport", tr, "op", op.Name, "took", cold.D, "err", cold.Err, "link_bytes", wire)
 				if ti > 0 {
 					continue
 				}
+				if cold.Err != nil {
+					// Warm means every block the operation needs is in
+					// the store: not so after a cold run that failed.
+					res.Warm[i] = append(res.Warm[i], Sample{Err: errNotWarm})
+					res.Hot[i] = append(res.Hot[i], Sample{Err: errNotWarm})
+					continue
+				}
 				drop()
-				warm, hot, err := lazy(ctx, em, urn, mnt, peers[tr], cacheStore, op, tree, true)
+				warm, hot, err := lazy(ctx, em, urn, mnt, peers[tr], cacheStore, op, tree, true, cfg.OpTimeout)
 				if err != nil {
 					return nil, fmt.Errorf("lazy warm over %s: %s: %w", tr, op.Name, err)
 				}
 				res.Warm[i] = append(res.Warm[i], warm)
 				res.Hot[i] = append(res.Hot[i], hot)
-				log.Info("lazy warm and hot", "op", op.Name, "warm", warm, "hot", hot)
+				log.Info("lazy warm and hot", "op", op.Name, "warm", warm.D, "warm_err", warm.Err, "hot", hot.D, "hot_err", hot.Err)
 			}
 		}
 	}
@@ -285,34 +295,42 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 	return res, nil
 }
 
-// lazy mounts the tree and runs op, returning the time from the start of
-// the mount to the end of op; with again, it also runs op a second time
-// on the same mount and returns that time as hot.
-func lazy(ctx context.Context, em *Erismount, urn, mnt, peer, store string, op Op, t *Tree, again bool) (first, hot time.Duration, err error) {
+// lazy mounts the tree and runs op: first is the time from the start of
+// the mount to the end of op; with again, hot is op run a second time on
+// the same mount. An operation that fails or overstays limit is a failed
+// sample; failing to mount or unmount is an error.
+func lazy(ctx context.Context, em *Erismount, urn, mnt, peer, store string, op Op, t *Tree, again bool, limit time.Duration) (first, hot Sample, err error) {
 	t0 := time.Now()
 	pid, err := em.Mount(ctx, urn, mnt, peer, store)
 	if err != nil {
-		return 0, 0, err
+		return first, hot, err
 	}
 	defer func() {
 		if uerr := em.Unmount(mnt, pid); err == nil {
 			err = uerr
 		}
 	}()
-	if err := op.Run(ctx, mnt, t); err != nil {
-		return 0, 0, err
-	}
-	first = time.Since(t0)
+	first = runOp(ctx, op, mnt, t, limit, t0)
 	if again {
-		hot, err = timed(ctx, op, mnt, t)
+		hot = runOp(ctx, op, mnt, t, limit, time.Now())
 	}
-	return first, hot, err
+	return first, hot, ctx.Err()
 }
 
-func timed(ctx context.Context, op Op, dir string, t *Tree) (time.Duration, error) {
-	t0 := time.Now()
-	err := op.Run(ctx, dir, t)
-	return time.Since(t0), err
+// runOp runs op on the tree at dir and returns the time since t0, or how
+// it failed; limit (if not 0) bounds its run.
+func runOp(ctx context.Context, op Op, dir string, t *Tree, limit time.Duration, t0 time.Time) Sample {
+	octx, cancel := ctx, context.CancelFunc(func() {})
+	if limit > 0 {
+		octx, cancel = context.WithTimeout(ctx, limit)
+	}
+	defer cancel()
+	err := op.Run(octx, dir, t)
+	s := Sample{D: time.Since(t0), Err: err}
+	if err != nil && ctx.Err() == nil && octx.Err() != nil {
+		s.Err = &OverTimeError{Limit: limit}
+	}
+	return s
 }
 
 // shapeURL puts a shaped proxy in front of the server at rawURL: UDP for
@@ -361,14 +379,4 @@ func cpuModel() string {
 		}
 	}
 	return ""
-}
-
-// median of samples (the lower middle one for an even count).
-func median[T time.Duration | int64](s []T) T {
-	if len(s) == 0 {
-		return 0
-	}
-	c := slices.Clone(s)
-	slices.Sort(c)
-	return c[(len(c)-1)/2]
 }

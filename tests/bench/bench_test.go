@@ -40,13 +40,18 @@ func TestBench(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, op := range res.Ops {
-		cells := map[string][]time.Duration{"nar": res.Nar[i], "warm": res.Warm[i], "hot": res.Hot[i]}
+		cells := map[string]Cell{"nar": res.Nar[i], "warm": res.Warm[i], "hot": res.Hot[i]}
 		for _, tr := range cfg.Transports {
 			cells["cold "+tr] = res.Cold[tr][i]
 		}
-		for name, s := range cells {
-			if len(s) != cfg.Runs {
-				t.Errorf("%s, %s: %d samples, want %d", op.Key, name, len(s), cfg.Runs)
+		for name, c := range cells {
+			if len(c) != cfg.Runs {
+				t.Errorf("%s, %s: %d samples, want %d", op.Key, name, len(c), cfg.Runs)
+			}
+			for _, s := range c {
+				if s.Err != nil {
+					t.Errorf("%s, %s: %v", op.Key, name, s.Err)
+				}
 			}
 		}
 		if fetched := res.Wire["coap"][i][0]; fetched <= 0 {

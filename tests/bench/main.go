@@ -40,6 +40,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fl.Uint64Var(&cfg.Seed, "seed", 1, "seed of the generated tree")
 	fl.DurationVar(&cfg.Shape.RTT, "rtt", 20*time.Millisecond, "round-trip time the link adds")
 	fl.Int64Var(&cfg.Shape.Queue, "queue", 8<<20, "bytes a direction of the link queues before dropping datagrams or holding back TCP")
+	fl.DurationVar(&cfg.OpTimeout, "op-timeout", 5*time.Minute, "stop a lazy operation that takes longer, and report it so (0: never)")
 	fl.IntVar(&cfg.Runs, "runs", 3, "repetitions (the table shows medians)")
 	fl.IntVar(&cfg.Readers, "readers", 16, "concurrent readers of \"read everything (N readers)\"")
 	fl.StringVar(&cfg.Erismount, "erismount", "", "erismount binary to run (default: build erismount/cmd/erismount)")

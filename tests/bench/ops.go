@@ -132,7 +132,7 @@ func readAll(ctx context.Context, dir string, t *Tree, readers int) error {
 	for range readers {
 		g.Go(func() error {
 			for p := range paths {
-				n, err := readFile(p, &bufs)
+				n, err := readFile(ctx, p, &bufs)
 				if err != nil {
 					return err
 				}
@@ -151,7 +151,8 @@ func readAll(ctx context.Context, dir string, t *Tree, readers int) error {
 	return nil
 }
 
-func readFile(p string, bufs *sync.Pool) (int64, error) {
+// readFile reads the file p to its end, stopping early if ctx ends.
+func readFile(ctx context.Context, p string, bufs *sync.Pool) (int64, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return 0, err
@@ -160,7 +161,7 @@ func readFile(p string, bufs *sync.Pool) (int64, error) {
 	bp := bufs.Get().(*[]byte)
 	defer bufs.Put(bp)
 	var n int64
-	for {
+	for ctx.Err() == nil {
 		m, err := f.Read(*bp)
 		n += int64(m)
 		if errors.Is(err, io.EOF) {
@@ -170,4 +171,5 @@ func readFile(p string, bufs *sync.Pool) (int64, error) {
 			return n, err
 		}
 	}
+	return n, ctx.Err()
 }

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,18 +41,15 @@ func (r *Results) Markdown(w io.Writer, command string) {
 	}
 	p("--:|--:|--:|\n")
 	for i, op := range r.Ops {
-		name := op.Name
-		nar := median(r.Nar[i])
-		p("| %s | %s |", name, formatDuration(nar))
+		p("| %s | %s |", op.Name, r.Nar[i])
 		for _, tr := range cfg.Transports {
-			cold := median(r.Cold[tr][i])
-			p(" %s | %s |", formatDuration(cold), formatRatio(nar, cold))
+			p(" %s | %s |", r.Cold[tr][i], speedup(r.Nar[i], r.Cold[tr][i]))
 		}
-		hot := formatDuration(median(r.Hot[i]))
+		hot := r.Hot[i].String()
 		if op.Key == "ready" {
 			hot = "–"
 		}
-		p(" %s | %s | %s |\n", formatDuration(median(r.Warm[i])), hot, formatBytes(median(r.Wire[first][i])))
+		p(" %s | %s | %s |\n", r.Warm[i], hot, formatBytes(medianBytes(r.Wire[first][i])))
 	}
 
 	p("\nSpeed-up is the whole-nar time over the lazy cold time (above 1: lazy is faster). "+
@@ -58,22 +57,28 @@ func (r *Results) Markdown(w io.Writer, command string) {
 		"Lazy cold = `erismount mount` with an empty block store, then the operation; "+
 		"warm = the same with the blocks in SQLite (a fresh mount); hot = the operation again on that mount. "+
 		"Fetched = bytes that crossed the link to the client in the cold run (all headers included), against a nar of %s. "+
-		"Medians of %d runs.\n\n", formatBytes(r.NarSize), cfg.Runs)
+		"Medians of %d runs", formatBytes(r.NarSize), cfg.Runs)
+	if cfg.OpTimeout > 0 {
+		p("; a lazy operation is stopped after %v (\"> %s\")", cfg.OpTimeout, formatDuration(cfg.OpTimeout))
+	}
+	p("; \"EIO\" is a read that failed at erismount's deadline.\n\n")
 
 	// The goals of issue 10.
 	for _, tr := range cfg.Transports {
 		var goals []string
 		if i := r.op(opLsSmall); i >= 0 {
-			s := ratio(median(r.Nar[i]), median(r.Cold[tr][i]))
-			goals = append(goals, fmt.Sprintf("`ls -R` + one small file is **%.1f×** faster than the whole nar (goal ≥ 5×: %s)", s, met(s >= 5)))
+			s, ok := ratioOf(r.Nar[i], r.Cold[tr][i])
+			goals = append(goals, fmt.Sprintf("`ls -R` + one small file is **%s** faster than the whole nar (goal ≥ 5×: %s)",
+				speedup(r.Nar[i], r.Cold[tr][i]), met(ok && s >= 5)))
 		}
 		if i := r.op(opReadAll); i >= 0 {
-			f := ratio(median(r.Cold[tr][i]), median(r.Nar[i]))
-			goals = append(goals, fmt.Sprintf("reading everything with 1 reader takes **%.2f×** the whole-nar time (goal ≤ 1.5×: %s)", f, met(f <= 1.5)))
+			f, ok := ratioOf(r.Cold[tr][i], r.Nar[i])
+			goals = append(goals, fmt.Sprintf("reading everything with 1 reader takes **%s** the whole-nar time (goal ≤ 1.5×: %s)",
+				inverse(r.Nar[i], r.Cold[tr][i]), met(ok && f <= 1.5)))
 		}
 		if i := r.op(opReadAllN); i >= 0 {
-			f := ratio(median(r.Cold[tr][i]), median(r.Nar[i]))
-			goals = append(goals, fmt.Sprintf("with %d readers **%.2f×** (%s)", cfg.Readers, f, met(f <= 1.5)))
+			f, ok := ratioOf(r.Cold[tr][i], r.Nar[i])
+			goals = append(goals, fmt.Sprintf("with %d readers **%s** (%s)", cfg.Readers, inverse(r.Nar[i], r.Cold[tr][i]), met(ok && f <= 1.5)))
 		}
 		if len(goals) > 0 {
 			p("- %s: %s.\n", transportName(tr), strings.Join(goals, "; "))
@@ -105,10 +110,13 @@ func (r *Results) Markdown(w io.Writer, command string) {
 	// Every sample, for whoever doubts a median.
 	p("\n<details><summary>All samples</summary>\n\n")
 	p("| operation | column | samples |\n|---|---|---|\n")
-	row := func(name, col string, s []time.Duration) {
-		parts := make([]string, len(s))
-		for i, d := range s {
-			parts[i] = formatDuration(d)
+	row := func(name, col string, c Cell) {
+		parts := make([]string, len(c))
+		for i, s := range c {
+			parts[i] = formatDuration(s.D)
+			if s.Err != nil {
+				parts[i] += " (" + s.Err.Error() + ")"
+			}
 		}
 		p("| %s | %s | %s |\n", name, col, strings.Join(parts, ", "))
 	}
@@ -145,6 +153,40 @@ func ratio(a, b time.Duration) float64 {
 		return 0
 	}
 	return float64(a) / float64(b)
+}
+
+// ratioOf is the ratio of the medians of a and b, if both have one.
+func ratioOf(a, b Cell) (float64, bool) {
+	ma, oka := a.Median()
+	mb, okb := b.Median()
+	return ratio(ma, mb), oka && okb
+}
+
+// inverse formats lazy over nar: how many times the whole-nar time the
+// lazy path takes, or a bound when it was stopped at the time limit.
+func inverse(nar, lazy Cell) string {
+	n, ok := nar.Median()
+	if !ok {
+		return "–"
+	}
+	if l, ok := lazy.Median(); ok {
+		return fmt.Sprintf("%.2f×", ratio(l, n))
+	}
+	var ot *OverTimeError
+	if _, err := lazy.failed(); errors.As(err, &ot) {
+		return fmt.Sprintf("> %.1f×", ratio(ot.Limit, n))
+	}
+	return "failed"
+}
+
+// medianBytes is the median of counts (the lower middle one).
+func medianBytes(s []int64) int64 {
+	if len(s) == 0 {
+		return 0
+	}
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return c[(len(c)-1)/2]
 }
 
 func met(ok bool) string {
