@@ -305,3 +305,26 @@ func TestWalk(t *testing.T) {
 		}
 	}
 }
+
+// TestGetterVerifies: with a getter that vouches for its blocks the reader
+// skips its own hash but still checks keys and node layout, so a corrupt
+// internal node is still refused.
+func TestGetterVerifies(t *testing.T) {
+	ctx := context.Background()
+	content, rc, s := encodeRandom(t, 3<<20, eris.BlockSize32K, 21)
+	r, _ := eris.NewReaderOptions(ctx, rc, s, eris.ReaderOptions{GetterVerifies: true})
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("ReadAll: %v", err)
+	}
+	s.Fault = func(ref eris.Ref, b []byte) ([]byte, error) {
+		if ref == rc.Root() {
+			b[5] ^= 1
+		}
+		return b, nil
+	}
+	r, _ = eris.NewReaderOptions(ctx, rc, s, eris.ReaderOptions{GetterVerifies: true})
+	if _, err := r.ReadAt(make([]byte, 10), 0); !errors.Is(err, eris.ErrCorrupt) {
+		t.Fatalf("corrupt root node read with GetterVerifies: %v", err)
+	}
+}

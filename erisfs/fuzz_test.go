@@ -14,6 +14,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"erismount/eris"
 	"erismount/eris/eristest"
 )
 
@@ -102,7 +103,7 @@ func TestFuzzCorpus(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, err := readIndex(t.Context(), rc, store, nil, DefaultMaxIndexSize)
+			b, err := readIndex(t.Context(), rc, store, eris.ReaderOptions{}, DefaultMaxIndexSize)
 			if err != nil {
 				t.Fatal(err)
 			}

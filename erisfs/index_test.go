@@ -281,7 +281,7 @@ func TestVectors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			idx, err := readIndex(ctx, tree.Capability(), store, nil, DefaultMaxIndexSize)
+			idx, err := readIndex(ctx, tree.Capability(), store, eris.ReaderOptions{}, DefaultMaxIndexSize)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -169,6 +169,10 @@ type OpenOptions struct {
 	// spec asks for deterministic CBOR, and a tree has exactly one index,
 	// so that its URN names it.
 	AllowNonDeterministic bool
+	// GetterVerifies says the getter returns only verified blocks (see
+	// eris.ReaderOptions.GetterVerifies), so readers need not hash them
+	// again. Leave it false for a getter of unknown provenance.
+	GetterVerifies bool
 }
 
 // Tree is a decoded and validated ERIS-FS tree. It is immutable and safe
@@ -178,6 +182,7 @@ type Tree struct {
 	rc        eris.ReadCapability
 	g         eris.BlockGetter
 	nodes     *eris.NodeCache
+	verified  bool // OpenOptions.GetterVerifies
 	conc      int
 	root      *Entry
 	all       []*Entry // by Ino-1
@@ -192,7 +197,8 @@ func Open(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, opts 
 	if opts.Nodes == nil {
 		opts.Nodes = eris.NewNodeCache(8 << 20)
 	}
-	data, err := readIndex(ctx, rc, g, opts.Nodes, opts.Limits.withDefaults().MaxIndexSize)
+	ropts := eris.ReaderOptions{Nodes: opts.Nodes, GetterVerifies: opts.GetterVerifies}
+	data, err := readIndex(ctx, rc, g, ropts, opts.Limits.withDefaults().MaxIndexSize)
 	if err != nil {
 		return nil, err
 	}
@@ -201,12 +207,13 @@ func Open(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, opts 
 		return nil, fmt.Errorf("open %s: %w", rc, err)
 	}
 	t.rc = rc
+	t.verified = opts.GetterVerifies
 	return t, nil
 }
 
 // readIndex fetches the content of rc, at most max bytes.
-func readIndex(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, nodes *eris.NodeCache, max int64) ([]byte, error) {
-	r, err := eris.NewReaderOptions(ctx, rc, g, eris.ReaderOptions{Nodes: nodes})
+func readIndex(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, ropts eris.ReaderOptions, max int64) ([]byte, error) {
+	r, err := eris.NewReaderOptions(ctx, rc, g, ropts)
 	if err != nil {
 		return nil, fmt.Errorf("erisfs: open %s: %w", rc, err)
 	}
@@ -394,7 +401,7 @@ func (t *Tree) Open(ctx context.Context, e *Entry) (*eris.Reader, error) {
 	if !e.kind.IsFile() {
 		return nil, fmt.Errorf("erisfs: open %s: %w: is a %v", displayPath(e.Path()), fs.ErrInvalid, e.kind)
 	}
-	r, err := eris.NewReaderOptions(ctx, e.cap, t.g, eris.ReaderOptions{Nodes: t.nodes})
+	r, err := eris.NewReaderOptions(ctx, e.cap, t.g, eris.ReaderOptions{Nodes: t.nodes, GetterVerifies: t.verified})
 	if err != nil {
 		return nil, fmt.Errorf("erisfs: open %s: %w", displayPath(e.Path()), err)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"erismount/eris"
 	"erismount/eris/eristest"
 )
 
@@ -96,7 +97,7 @@ func writeVectors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		idx, err := readIndex(t.Context(), rc, store, nil, DefaultMaxIndexSize)
+		idx, err := readIndex(t.Context(), rc, store, eris.ReaderOptions{}, DefaultMaxIndexSize)
 		if err != nil {
 			t.Fatal(err)
 		}

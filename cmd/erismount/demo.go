@@ -104,7 +104,7 @@ func (a *app) demo(ctx context.Context, keep bool) (err error) {
 	tiered := cache.NewTiered(cache.TieredOptions{Memory: cache.NewMemory(64 << 20), Disk: cacheStore, Remote: pool, Logger: a.log})
 	defer tiered.Close()
 	start := time.Now()
-	tree, err := erisfs.Open(ctx, rc, tiered, erisfs.OpenOptions{})
+	tree, err := erisfs.Open(ctx, rc, tiered, erisfs.OpenOptions{GetterVerifies: true})
 	if err != nil {
 		return err
 	}

@@ -40,7 +40,10 @@ func (a *app) openStore(ctx context.Context, role storeRole) (*cache.SQLite, err
 }
 
 // source is the block path of every reading command: memory LRU → SQLite →
-// peer pool, each block verified where it enters the process.
+// peer pool, each block verified where it enters the process (SQLite on
+// reading, Tiered and the pool for peers' blocks). So trees and readers
+// over a source (or a pin view of one) are opened with GetterVerifies and do
+// not hash every block a second time.
 type source struct {
 	*cache.Tiered
 	Store  *cache.SQLite

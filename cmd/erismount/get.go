@@ -36,7 +36,7 @@ Exit codes: 0 written, 2 bad URN, not an ERIS-FS tree, or DEST exists,
 				return err
 			}
 			defer src.Close()
-			tree, err := erisfs.Open(ctx, rc, src, erisfs.OpenOptions{})
+			tree, err := erisfs.Open(ctx, rc, src, erisfs.OpenOptions{GetterVerifies: true})
 			if errors.Is(err, erisfs.ErrInvalidIndex) || errors.Is(err, erisfs.ErrLimit) {
 				return usageError{fmt.Errorf("%s is not an ERIS-FS tree this program accepts: %w", rc, err)}
 			}

@@ -115,7 +115,7 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 
 	// The index may be large: give opening it a dozen deadlines.
 	octx, cancel := context.WithTimeout(ctx, 12*f.deadline)
-	tree, err := erisfs.Open(octx, rc, blocks, erisfs.OpenOptions{})
+	tree, err := erisfs.Open(octx, rc, blocks, erisfs.OpenOptions{GetterVerifies: true})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("open the tree: %w", err)

@@ -84,7 +84,7 @@ func (a *app) withTree(ctx context.Context, arg string, f func(fs.FS) error) err
 		return err
 	}
 	defer src.Close()
-	tree, err := erisfs.Open(ctx, rc, src, erisfs.OpenOptions{})
+	tree, err := erisfs.Open(ctx, rc, src, erisfs.OpenOptions{GetterVerifies: true})
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,7 @@ import (
 // capsOf returns the capabilities that make up rc: an ERIS-FS tree's index
 // and every distinct file content, or rc alone when rc is plain content.
 func capsOf(ctx context.Context, a *app, rc eris.ReadCapability, g eris.BlockGetter) ([]eris.ReadCapability, *erisfs.Tree, error) {
-	tree, err := erisfs.Open(ctx, rc, g, erisfs.OpenOptions{})
+	tree, err := erisfs.Open(ctx, rc, g, erisfs.OpenOptions{GetterVerifies: true})
 	if errors.Is(err, erisfs.ErrInvalidIndex) {
 		a.log.Info("not an ERIS-FS tree: treating it as plain content", "urn", rc.URN(), "err", err)
 		return []eris.ReadCapability{rc}, nil, nil
