@@ -142,30 +142,33 @@ func (s *SQLite) run() {
 	for {
 		select {
 		case <-s.wake:
+			s.drain(false)
 		case <-tick.C:
+			s.drain(true)
 		case <-s.stop:
-			s.drain()
+			s.drain(true)
 			return
 		}
-		s.drain()
 	}
 }
 
 // drain writes until the queue is empty. Operations queued while a
 // transaction commits form the next batch: that is the group commit.
-func (s *SQLite) drain() {
+// Access times ride along with operations; alone they are written only
+// when touches says so (on the tick, at the end) or when many gathered.
+func (s *SQLite) drain(touches bool) {
 	for {
-		batch, touches := s.take()
-		if len(batch) == 0 && len(touches) == 0 {
+		batch, times := s.take(touches)
+		if len(batch) == 0 && len(times) == 0 {
 			return
 		}
-		s.write(batch, touches)
+		s.write(batch, times)
 	}
 }
 
-// take removes the next batch from the queue, with the access times
-// gathered so far.
-func (s *SQLite) take() ([]op, map[eris.Ref]int64) {
+// take removes the next batch from the queue and, with it, the access
+// times gathered so far.
+func (s *SQLite) take(touches bool) ([]op, map[eris.Ref]int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	puts, size, i := 0, 0, 0
@@ -183,11 +186,11 @@ func (s *SQLite) take() ([]op, map[eris.Ref]int64) {
 	if s.queue = s.queue[i:]; len(s.queue) == 0 {
 		s.queue = nil
 	}
-	var touches map[eris.Ref]int64
-	if len(s.touched) > 0 {
-		touches, s.touched = s.touched, make(map[eris.Ref]int64)
+	var times map[eris.Ref]int64
+	if n := len(s.touched); n > 0 && (len(batch) > 0 || touches || n >= 4*s.opts.MaxBatch) {
+		times, s.touched = s.touched, make(map[eris.Ref]int64)
 	}
-	return batch, touches
+	return batch, times
 }
 
 // write applies one batch in one transaction and reports the results.
