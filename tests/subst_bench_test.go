@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -86,8 +87,9 @@ func serveDir(b testing.TB, dir string) string {
 // once its cache holds every block (erismount-warm), against the same item
 // from a plain binary cache written by `nix copy --to file://…` and served
 // over HTTP, uncompressed (nix-copy-none) and xz-compressed (nix-copy-xz);
-// erismount-coap-cold-nar-only is the server alone, its nar read by a Go
-// client.
+// erismount-coaptcp-cold fetches the blocks over CoAP/TCP instead of UDP,
+// and erismount-coap-cold-nar-only is the server alone, its nar read by a Go
+// client. median-s is the median of the iterations (the machine is shared).
 // Every variant requires signatures. The time is nix-store's, from start to
 // the registered path; MB/s are nar bytes.
 //
@@ -120,7 +122,8 @@ func BenchmarkSubstituteNix(b *testing.B) {
 	peer := servePutPeer(b, "coap")
 	narinfoDir := b.TempDir()
 	start := time.Now()
-	out := erismount(b, "publish", "--peer", peer.listen(b, "coap+tcp"), "--nix-key", pubSec, "--narinfo-dir", narinfoDir, item)
+	tcpURL := peer.listen(b, "coap+tcp")
+	out := erismount(b, "publish", "--peer", tcpURL, "--nix-key", pubSec, "--narinfo-dir", narinfoDir, item)
 	if !strings.Contains(out, "urn:eris:") {
 		b.Fatalf("published without ERIS: %s", out)
 	}
@@ -140,24 +143,36 @@ func BenchmarkSubstituteNix(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	// run times nix-store -r from url, with item absent from the store.
-	run := func(b *testing.B, url string) {
+	// fetch gets the item from url once, timed: nix-store -r, with the
+	// item absent from the store, or (narOnly) a Go client reading the nar.
+	fetch := func(b *testing.B, url string, narOnly bool) time.Duration {
 		b.Helper()
+		var err error
 		testenv.NixRemove(b, item)
+		t0 := time.Now()
 		b.StartTimer()
-		err := substitute(b, url, serverKey.String(), item)
+		if narOnly {
+			var resp *http.Response
+			if resp, err = http.Get(url + "/nar/" + filepath.Base(item)); err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		} else {
+			err = substitute(b, url, serverKey.String(), item)
+		}
 		b.StopTimer()
+		d := time.Since(t0)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if !testenv.NixValid(b, item) {
+		if !narOnly && !testenv.NixValid(b, item) {
 			b.Fatalf("%s not valid after nix-store -r", item)
 		}
+		return d
 	}
-	server := func(b *testing.B) (string, *testenv.Process) {
-		url, p := startSubstituteServer(b, "--peer", peer.URL, "--store-dir", "/nix/store", "--narinfo-dir", narinfoDir,
+	server := func(b *testing.B, peerURL string) (string, *testenv.Process) {
+		return startSubstituteServer(b, "--peer", peerURL, "--store-dir", "/nix/store", "--narinfo-dir", narinfoDir,
 			"--nix-key", serverSec, "--trusted-nix-key", strings.TrimSpace(string(pub)))
-		return url, p
 	}
 	stop := func(b *testing.B, p *testenv.Process) {
 		p.Signal(syscall.SIGTERM)
@@ -166,54 +181,43 @@ func BenchmarkSubstituteNix(b *testing.B) {
 		}
 	}
 
-	b.Run("erismount-coap-cold", func(b *testing.B) {
-		b.SetBytes(narSize)
-		b.StopTimer()
-		for range b.N {
-			url, p := server(b) // a new, empty block cache each time
-			run(b, url)
-			stop(b, p)
-		}
-	})
-	// The server alone: the nar fetched by a Go client and discarded, to
-	// tell the server's time from nix-store's.
-	b.Run("erismount-coap-cold-nar-only", func(b *testing.B) {
-		b.SetBytes(narSize)
-		b.StopTimer()
-		for range b.N {
-			url, p := server(b)
-			b.StartTimer()
-			resp, err := http.Get(url + "/nar/" + filepath.Base(item))
-			if err == nil {
-				_, err = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-			b.StopTimer()
-			if err != nil {
-				b.Fatal(err)
-			}
-			stop(b, p)
-		}
-	})
-	b.Run("erismount-warm", func(b *testing.B) {
-		b.SetBytes(narSize)
-		b.StopTimer()
-		url, p := server(b)
-		run(b, url) // fills the cache
-		b.ResetTimer()
-		b.StopTimer()
-		for range b.N {
-			run(b, url)
-		}
-		stop(b, p)
-	})
-	for _, comp := range []string{"none", "xz"} {
-		b.Run("nix-copy-"+comp, func(b *testing.B) {
+	variants := []struct {
+		name    string
+		peer    string // erismount from this peer, through a new server with an empty cache each time
+		warm    bool   // through one server, its cache filled first
+		narOnly bool   // a Go client reads the nar: the server alone
+		cache   string // a plain binary cache
+	}{
+		{name: "erismount-coap-cold", peer: peer.URL},
+		{name: "erismount-coaptcp-cold", peer: tcpURL},
+		{name: "erismount-coap-cold-nar-only", peer: peer.URL, narOnly: true},
+		{name: "erismount-warm", peer: peer.URL, warm: true},
+		{name: "nix-copy-none", cache: caches["none"]},
+		{name: "nix-copy-xz", cache: caches["xz"]},
+	}
+	for _, v := range variants {
+		b.Run(v.name, func(b *testing.B) {
 			b.SetBytes(narSize)
 			b.StopTimer()
-			for range b.N {
-				run(b, caches[comp])
+			url := v.cache
+			var p *testenv.Process
+			if v.warm {
+				url, p = server(b, v.peer)
+				fetch(b, url, false) // fills the cache
+				defer stop(b, p)
 			}
+			var times []time.Duration
+			for range b.N {
+				if v.peer != "" && !v.warm {
+					url, p = server(b, v.peer)
+				}
+				times = append(times, fetch(b, url, v.narOnly))
+				if v.peer != "" && !v.warm {
+					stop(b, p)
+				}
+			}
+			slices.Sort(times)
+			b.ReportMetric(times[len(times)/2].Seconds(), "median-s")
 		})
 	}
 }

@@ -24,6 +24,23 @@ type guixItem struct {
 	src       string // the tree on disk
 }
 
+// writeACL writes a Guix ACL authorizing the keys to path.
+func writeACL(t *testing.T, path string, keys ...*narinfo.PrivateKey) string {
+	t.Helper()
+	acl := narinfo.NewACL()
+	for _, k := range keys {
+		acl.Authorize(k.Public())
+	}
+	text, err := acl.MarshalText()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, text, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
 // fetch GETs url with a fresh connection and returns status, header and
 // body.
 func fetch(t *testing.T, url string) (int, http.Header, []byte) {
@@ -52,14 +69,7 @@ func TestSubstituteGuix(t *testing.T) {
 	keys := t.TempDir()
 	pubSec, _, pubKey := guixKeys(t, keys, "publisher")
 	serverSec, serverPub, serverKey := guixKeys(t, keys, "server")
-	acl := filepath.Join(keys, "acl")
-	text, err := narinfo.NewACL(pubKey.Public()).MarshalText()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(acl, text, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	acl := writeACL(t, filepath.Join(keys, "acl"), pubKey)
 
 	peer := servePutPeer(t, "coap+tcp")
 	narinfoDir := t.TempDir()
@@ -176,14 +186,7 @@ func TestSubstituteGuix(t *testing.T) {
 
 	t.Run("untrusted-upstream", func(t *testing.T) {
 		// An ACL without the publisher's key: nothing is served.
-		other := filepath.Join(keys, "other.acl")
-		text, err := narinfo.NewACL(serverKey.Public()).MarshalText()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(other, text, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		other := writeACL(t, filepath.Join(keys, "other.acl"), serverKey)
 		url, _ := startSubstituteServer(t, "--peer", peer.URL, "--narinfo-dir", narinfoDir, "--acl", other, "--key", serverSec)
 		if status, _, _ := fetch(t, url+"/"+upstream(tree).BaseName()[:32]+".narinfo"); status != 404 {
 			t.Errorf("narinfo signed by an untrusted key served: %d", status)

@@ -32,15 +32,15 @@ func benchTree(b *testing.B, delay time.Duration) (*erisfs.Tree, int64) {
 
 var benchDelays = []time.Duration{0, 200 * time.Microsecond}
 
-// BenchmarkWrite is the nar of a tree with files fetched ahead.
-func BenchmarkWrite(b *testing.B) {
+// benchNar runs write over the bench tree at every delay.
+func benchNar(b *testing.B, write func(*erisfs.Tree) error) {
 	for _, d := range benchDelays {
 		b.Run(fmt.Sprintf("delay=%v", d), func(b *testing.B) {
 			tree, size := benchTree(b, d)
 			b.SetBytes(size)
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := Write(context.Background(), io.Discard, tree, Options{}); err != nil {
+				if err := write(tree); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -48,19 +48,18 @@ func BenchmarkWrite(b *testing.B) {
 	}
 }
 
+// BenchmarkWrite is the nar of a tree with files fetched ahead.
+func BenchmarkWrite(b *testing.B) {
+	benchNar(b, func(tree *erisfs.Tree) error {
+		_, err := Write(context.Background(), io.Discard, tree, Options{})
+		return err
+	})
+}
+
 // BenchmarkWriteFS is the baseline: nar.WriteFS over the tree's io/fs
 // view, one file after the other.
 func BenchmarkWriteFS(b *testing.B) {
-	for _, d := range benchDelays {
-		b.Run(fmt.Sprintf("delay=%v", d), func(b *testing.B) {
-			tree, size := benchTree(b, d)
-			b.SetBytes(size)
-			b.ReportAllocs()
-			for b.Loop() {
-				if err := nar.WriteFS(context.Background(), io.Discard, tree.FS(context.Background())); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
+	benchNar(b, func(tree *erisfs.Tree) error {
+		return nar.WriteFS(context.Background(), io.Discard, tree.FS(context.Background()))
+	})
 }

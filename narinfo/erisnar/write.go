@@ -252,20 +252,71 @@ func write(ctx context.Context, w io.Writer, t *erisfs.Tree, opts Options) (err 
 		if _, err := nw.Write(f.data); err != nil {
 			return err
 		}
-		if rest := f.size - int64(len(f.data)); rest > 0 {
-			if _, err := f.r.Seek(int64(len(f.data)), io.SeekStart); err != nil {
-				return err
-			}
-			// The reader's WriteTo keeps the next chunk in flight; nw
-			// refuses more than h.Size bytes and, at the next node or
-			// Close, fewer.
-			if _, err := f.r.WriteTo(nw); err != nil {
+		if int64(len(f.data)) < f.size {
+			if err := copyAhead(ctx, nw, f.r, int64(len(f.data)), f.size); err != nil {
 				return fmt.Errorf("erisnar: %s: %w", displayPath(e.Path()), err)
 			}
 		}
 		f.data = nil
 	}
 	return nw.Close()
+}
+
+// Large files are read in chunks, several at once: each ReadAtContext
+// fetches one chunk's leaves concurrently, and a peer over CoAP/UDP sends
+// a 32 KiB block in 32 sequential exchanges, so keeping many leaves in
+// flight is what makes a cold read fast.
+const (
+	chunkSize   = 512 << 10
+	chunksAhead = 8
+)
+
+// copyAhead writes the content of r from off to end to w, reading up to
+// chunksAhead chunks ahead.
+func copyAhead(ctx context.Context, w io.Writer, r *eris.Reader, off, end int64) error {
+	ctx, cancel := context.WithCancel(ctx)
+	type chunk struct {
+		buf  []byte
+		err  error
+		done chan struct{}
+	}
+	chunks := make(chan *chunk, chunksAhead)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel() // the readers stop, the producer no longer waits
+		wg.Wait()
+	}()
+	wg.Go(func() {
+		defer close(chunks)
+		for at := off; at < end; at += chunkSize {
+			c := &chunk{buf: make([]byte, min(chunkSize, end-at)), done: make(chan struct{})}
+			select {
+			case chunks <- c:
+			case <-ctx.Done():
+				return
+			}
+			wg.Go(func() {
+				defer close(c.done)
+				n, err := r.ReadAtContext(ctx, c.buf, at)
+				if err == io.EOF && n < len(c.buf) || err == nil && n < len(c.buf) {
+					err = io.ErrUnexpectedEOF // the content is shorter than its size
+				} else if err == io.EOF {
+					err = nil
+				}
+				c.err = err
+			})
+		}
+	})
+	for c := range chunks {
+		<-c.done
+		if c.err != nil {
+			return c.err
+		}
+		if _, err := w.Write(c.buf); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
 }
 
 func displayPath(p string) string {

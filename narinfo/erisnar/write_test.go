@@ -225,6 +225,37 @@ func TestWriteBadBlocks(t *testing.T) {
 	}
 }
 
+// TestWriteBadChunk: a bad leaf early in a large file, with many chunks
+// still to read, ends the write at once and leaves no goroutine behind.
+func TestWriteBadChunk(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	tree, store := publish(t, testenv.Spec{"big": testenv.Bytes(testenv.Random(5, 8<<20))}.WriteDir(t))
+	e, err := tree.Lookup("big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leaves []eris.Ref
+	if err := eris.Walk(context.Background(), e.Capability(), store, func(ref eris.Ref, level int) error {
+		if level == 0 {
+			leaves = append(leaves, ref)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	bad := leaves[10] // at 320 KiB: in the first chunk streamed
+	store.Fault = func(ref eris.Ref, b []byte) ([]byte, error) {
+		if ref == bad {
+			b[0] ^= 1
+		}
+		return b, nil
+	}
+	_, err = Write(context.Background(), io.Discard, tree, Options{})
+	if !errors.Is(err, eris.ErrCorrupt) {
+		t.Fatalf("err %v, want a corrupt block", err)
+	}
+}
+
 // lastLeaf returns the reference of the last leaf of rc.
 func lastLeaf(t *testing.T, rc eris.ReadCapability, g eris.BlockGetter) eris.Ref {
 	t.Helper()

@@ -115,6 +115,15 @@ func (w *writerBuffer) Write(p []byte) (int, error) {
 // ends, and returns its URL.
 func serve(t testing.TB, u *upstream, g eris.BlockGetter, opts Options) (string, *Server) {
 	t.Helper()
+	url, srv, stop := start(t, u, g, opts)
+	t.Cleanup(stop)
+	return url, srv
+}
+
+// start runs a server of u's narinfos over g on 127.0.0.1 until stop,
+// which checks that Serve returns nil soon after its context ends.
+func start(t testing.TB, u *upstream, g eris.BlockGetter, opts Options) (url string, srv *Server, stop func()) {
+	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = testenv.Logger(t)
 	}
@@ -129,7 +138,7 @@ func serve(t testing.TB, u *upstream, g eris.BlockGetter, opts Options) (string,
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
+	return "http://" + ln.Addr().String(), srv, func() {
 		cancel()
 		select {
 		case err := <-done:
@@ -139,8 +148,7 @@ func serve(t testing.TB, u *upstream, g eris.BlockGetter, opts Options) (string,
 		case <-time.After(10 * time.Second):
 			t.Errorf("Serve did not return after its context ended")
 		}
-	})
-	return "http://" + ln.Addr().String(), srv
+	}
 }
 
 // response is what a client got.

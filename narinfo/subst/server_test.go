@@ -460,24 +460,14 @@ func TestServeStops(t *testing.T) {
 	u := newUpstream(t)
 	it := u.publish(t, "/gnu/store/"+hashPart(40)+"-sample", testenv.Sample().WriteDir(t), nil)
 	slow := testenv.NewFaulty(u.store)
-	srv, err := New(Dir(u.dir), slow, Options{Trust: Trust{Any: true}, Logger: testenv.Logger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
+	url, _, stop := start(t, u, slow, Options{Trust: Trust{Any: true}})
 
 	slow.Set(testenv.Dead) // every block waits for its request to end
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
 	got := make(chan error, 1)
 	go func() {
-		resp, err := client.Get("http://" + ln.Addr().String() + "/nar/" + it.info.BaseName())
+		resp, err := client.Get(url + "/nar/" + it.info.BaseName())
 		if err == nil {
 			_, err = io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -487,10 +477,7 @@ func TestServeStops(t *testing.T) {
 	for slow.Waiting() == 0 {
 		time.Sleep(time.Millisecond)
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Errorf("Serve: %v", err)
-	}
+	stop()
 	if err := <-got; err == nil {
 		t.Errorf("the client got a whole response from a server that stopped")
 	}
