@@ -32,8 +32,9 @@ read back from where the blocks went and must serialize to that NarHash before
 the narinfo advertises it: the narinfo gets "ERIS: urn:eris:…" above the
 signature, signed with --key (a Guix signing-key.sec) and/or --nix-key (a Nix
 secret key, Sig: over Nix's fingerprint). Items ERIS-FS cannot represent (an
-empty directory below the root, a name that is not UTF-8) still get a signed
-narinfo, without ERIS, and are reported on stderr. Narinfos go to --narinfo-dir
+empty directory below the root; in a nar, a name that is not UTF-8 — such a
+directory on disk cannot be read at all) still get a signed narinfo, without
+ERIS, and are reported on stderr. Narinfos go to --narinfo-dir
 as <hash>.narinfo (the layout substitute-server serves), or to stdout.
 References and deriver come from --references / --deriver or, by default, from
 the store: "nix-store -q" for /nix/store, "guix gc" otherwise.
