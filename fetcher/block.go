@@ -35,38 +35,50 @@ type reply struct {
 // getBlock serves a GET. The store's bytes are served as they are: the
 // reader verifies every block, and a store that verifies on read (SQLite)
 // never returns corrupt data.
-func getBlock(ctx context.Context, store eris.BlockGetter, ref eris.Ref) reply {
-	b, err := store.GetBlock(ctx, ref)
+func (s *Server) getBlock(ctx context.Context, ref eris.Ref) reply {
+	s.stats.gets.Add(1)
+	b, err := s.store.GetBlock(ctx, ref)
 	switch {
 	case err == nil:
+		s.stats.blocks.Add(1)
+		s.stats.bytes.Add(uint64(len(b)))
 		return reply{res: resOK, block: b}
 	case errors.Is(err, eris.ErrNotFound):
+		s.stats.notFound.Add(1)
 		return reply{res: resNotFound, diag: "block not found"}
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		s.stats.errors.Add(1)
 		return reply{res: resUnavailable, diag: "store did not answer in time"}
 	default:
+		s.stats.errors.Add(1)
 		return reply{res: resInternal, diag: "store error"}
 	}
 }
 
 // putBlock serves a PUT or POST: the body must be an ERIS block (1 KiB or
 // 32 KiB) whose Blake2b-256 hash is ref; only then is it stored.
-func putBlock(ctx context.Context, store eris.BlockPutter, ref eris.Ref, body []byte) reply {
+func (s *Server) putBlock(ctx context.Context, ref eris.Ref, body []byte) reply {
+	s.stats.puts.Add(1)
 	if len(body) > eris.BlockSize32K {
+		s.stats.rejected.Add(1)
 		return reply{res: resTooLarge, diag: fmt.Sprintf("body of %d bytes, an ERIS block is at most %d", len(body), eris.BlockSize32K)}
 	}
 	if !eris.ValidBlockSize(len(body)) {
+		s.stats.rejected.Add(1)
 		return reply{res: resBadRequest, diag: fmt.Sprintf("body of %d bytes, an ERIS block is 1024 or 32768 bytes", len(body))}
 	}
 	if eris.RefOf(body) != ref {
+		s.stats.rejected.Add(1)
 		return reply{res: resBadRequest, diag: "Blake2b-256 of the body does not match the reference"}
 	}
-	if err := store.PutBlock(ctx, ref, body); err != nil {
+	if err := s.store.PutBlock(ctx, ref, body); err != nil {
+		s.stats.errors.Add(1)
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 			return reply{res: resUnavailable, diag: "store did not answer in time"}
 		}
 		return reply{res: resInternal, diag: "store error"}
 	}
+	s.stats.stored.Add(1)
 	return reply{res: resCreated}
 }
 

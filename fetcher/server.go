@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"erismount/eris"
@@ -56,6 +57,7 @@ type Server struct {
 	store eris.BlockStore
 	opts  ServerOptions
 	log   *slog.Logger
+	stats serverCounters
 
 	mu     sync.Mutex
 	closed bool
@@ -180,4 +182,30 @@ func (s *Server) Close() error {
 // storeCtx bounds one store call.
 func (s *Server) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, s.opts.StoreTimeout)
+}
+
+// ServerStats are a server's counters since it started, over all its
+// listeners, for metrics. They count store calls, so a 32 KiB block sent
+// over UDP in 32 parts counts once.
+type ServerStats struct {
+	Gets     uint64 // block requests that reached the store
+	Blocks   uint64 // of which found and sent
+	Bytes    uint64 // their bytes
+	NotFound uint64 // of which the store lacked the block
+	Puts     uint64 // uploads (PUT or POST) that reached the checks
+	Stored   uint64 // of which stored
+	Rejected uint64 // of which refused: wrong size, or the body does not hash to the reference
+	Errors   uint64 // store failures and timeouts, gets and puts
+}
+
+type serverCounters struct {
+	gets, blocks, bytes, notFound  atomic.Uint64
+	puts, stored, rejected, errors atomic.Uint64
+}
+
+// Stats returns the server's counters.
+func (s *Server) Stats() ServerStats {
+	c := &s.stats
+	return ServerStats{Gets: c.gets.Load(), Blocks: c.blocks.Load(), Bytes: c.bytes.Load(), NotFound: c.notFound.Load(),
+		Puts: c.puts.Load(), Stored: c.stored.Load(), Rejected: c.rejected.Load(), Errors: c.errors.Load()}
 }

@@ -98,7 +98,7 @@ func (c *coapBlocks) get(ctx context.Context, w mux.ResponseWriter, r *mux.Messa
 	hasOpt := err == nil
 	b, cached := c.recent.Get(ref)
 	if !cached {
-		rep := getBlock(ctx, c.s.store, ref)
+		rep := c.s.getBlock(ctx, ref)
 		if rep.res != resOK {
 			c.respond(w, rep)
 			return
@@ -134,7 +134,7 @@ func (c *coapBlocks) put(ctx context.Context, w mux.ResponseWriter, r *mux.Messa
 	}
 	opt, err := r.GetOptionUint32(message.Block1)
 	if err != nil { // the whole block in one message
-		c.respond(w, putBlock(ctx, c.s.store, ref, body))
+		c.respond(w, c.s.putBlock(ctx, ref, body))
 		return
 	}
 	if size1, err := r.GetOptionUint32(message.Size1); err == nil && size1 > eris.BlockSize32K {
@@ -168,7 +168,7 @@ func (c *coapBlocks) put(ctx context.Context, w mux.ResponseWriter, r *mux.Messa
 	case again != nil:
 		c.respond(w, *again)
 	case complete:
-		rep := putBlock(ctx, c.s.store, ref, full)
+		rep := c.s.putBlock(ctx, ref, full)
 		c.uploads.finish(key, rep)
 		c.respond(w, rep)
 	default:

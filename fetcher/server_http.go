@@ -79,7 +79,7 @@ func (s *Server) serveHTTP(r *http.Request, path string) reply {
 	defer cancel()
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
-		return getBlock(ctx, s.store, ref)
+		return s.getBlock(ctx, ref)
 	case http.MethodPut, http.MethodPost:
 		if !s.opts.AllowPut {
 			return reply{res: resMethodNotAllowed, diag: "this store is read-only"}
@@ -95,7 +95,7 @@ func (s *Server) serveHTTP(r *http.Request, path string) reply {
 		if err != nil {
 			return reply{res: resBadRequest, diag: "cannot read body"}
 		}
-		return putBlock(ctx, s.store, ref, body)
+		return s.putBlock(ctx, ref, body)
 	default:
 		return reply{res: resMethodNotAllowed, diag: "GET, HEAD, PUT or POST"}
 	}

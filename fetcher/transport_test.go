@@ -62,7 +62,7 @@ func TestTransportsPut(t *testing.T) {
 	for _, tr := range allTransports {
 		t.Run(tr.name, func(t *testing.T) {
 			store, _ := storeWith(t)
-			_, urls := serve(t, store, ServerOptions{AllowPut: true}, tr.listen)
+			srv, urls := serve(t, store, ServerOptions{AllowPut: true}, tr.listen)
 			p := dial(t, urls[0], ClientOptions{})
 			ctx := context.Background()
 			for i, b := range good {
@@ -100,6 +100,15 @@ func TestTransportsPut(t *testing.T) {
 			}
 			if store.Puts() != before {
 				t.Fatalf("refused uploads reached the store: %d puts", store.Puts()-before)
+			}
+			// The server's counters for metrics: every good block stored,
+			// the bad ones that reached the checks refused, one get served.
+			if _, err := p.GetBlock(ctx, eris.RefOf(good[0])); err != nil {
+				t.Fatal(err)
+			}
+			st := srv.Stats()
+			if st.Stored != uint64(len(good)) || st.Rejected < 3 || st.Blocks != 1 || st.Bytes != uint64(len(good[0])) || st.Errors != 0 {
+				t.Errorf("server stats %+v", st)
 			}
 		})
 	}

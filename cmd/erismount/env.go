@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 
 	"erismount/cache"
 	"erismount/eris"
@@ -25,8 +28,15 @@ const (
 // openStore opens the SQLite block store: --store or the default path.
 func (a *app) openStore(ctx context.Context, role storeRole) (*cache.SQLite, error) {
 	opts := cache.SQLiteOptions{Logger: a.log}
-	if role == roleContent {
+	switch {
+	case role == roleContent:
 		opts.SoftQuota = cache.Unlimited
+	case a.cacheSize != "":
+		n, err := parseSize(a.cacheSize)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--cache-size: %w", err)}
+		}
+		opts.SoftQuota = n
 	}
 	path := a.storePath
 	if path == "" {
@@ -77,4 +87,22 @@ func (s *source) Close() error {
 		err = errors.Join(err, s.Remote.Close())
 	}
 	return errors.Join(err, s.Store.Close())
+}
+
+// parseSize reads a byte count with an optional unit: 1024, 512K, 64MiB,
+// 20G, 1.5TiB (K, M, G, T are binary, as in the rest of erismount).
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B"), "I")
+	mult := int64(1)
+	if n := len(t); n > 0 {
+		if i := strings.IndexByte("KMGT", t[n-1]); i >= 0 {
+			mult = 1 << (10 * (i + 1))
+			t = t[:n-1]
+		}
+	}
+	f, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
+	if err != nil || f <= 0 || f*float64(mult) > 1<<62 {
+		return 0, fmt.Errorf("%q: want a positive size such as 20GiB", s)
+	}
+	return int64(f * float64(mult)), nil
 }

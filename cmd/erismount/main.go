@@ -73,6 +73,7 @@ type app struct {
 	verbose   bool     // -v
 	json      bool     // --json
 	metrics   string   // --metrics host:port
+	cacheSize string   // --cache-size: soft quota of the block cache
 
 	stdin          io.Reader
 	stdout, stderr io.Writer
@@ -137,6 +138,7 @@ Exit codes: 0 ok, 1 error, 2 usage or malformed input, 3 blocks unavailable
 	pf.StringArrayVar(&a.peers, "peer", nil, "peer URL to fetch blocks from (repeatable): coap://, coap+tcp://, coap+unix://, http://; also $ERISMOUNT_PEERS")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log details to stderr")
 	pf.BoolVar(&a.json, "json", false, "print data as JSON")
+	pf.StringVar(&a.cacheSize, "cache-size", "", "soft quota of the block cache, e.g. 20GiB (default 10GiB; the hard cap is a quarter above it; pinned and mounted blocks are never evicted)")
 
 	for _, c := range subcommands(a) {
 		root.AddCommand(c)

@@ -75,3 +75,16 @@ func TestCLIErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"1024": 1024, "512K": 512 << 10, "64MiB": 64 << 20, "20G": 20 << 30, "1.5TiB": 3 << 39, "2gb": 2 << 30} {
+		if got, err := parseSize(in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "-1", "0", "lots", "5X", "1e30T"} {
+		if _, err := parseSize(bad); err == nil {
+			t.Errorf("parseSize(%q) succeeded", bad)
+		}
+	}
+}

@@ -23,6 +23,7 @@ type metricSources struct {
 	tiered func() cache.TieredStats
 	peers  func() []fetcher.PeerStats
 	fuse   func() fusefs.Stats
+	server func() fetcher.ServerStats
 }
 
 // statsCollector is a prometheus.Collector reading the sources at scrape
@@ -54,6 +55,11 @@ var (
 	descFuseDeadline = prometheus.NewDesc("erismount_fuse_deadline_expired_total", "FUSE operations that failed because their deadline passed.", nil, nil)
 	descFuseIntr     = prometheus.NewDesc("erismount_fuse_interrupted_total", "FUSE operations the kernel interrupted.", nil, nil)
 	descFuseAhead    = prometheus.NewDesc("erismount_fuse_readahead_bytes_total", "Bytes prefetched by erismount's readahead.", nil, nil)
+
+	descServerGets    = prometheus.NewDesc("erismount_server_requests_total", "Block requests that reached the store, by result.", []string{"result"}, nil)
+	descServerBytes   = prometheus.NewDesc("erismount_server_served_bytes_total", "Bytes of blocks served to peers.", nil, nil)
+	descServerUploads = prometheus.NewDesc("erismount_server_uploads_total", "Block uploads (PUT/POST), by outcome.", []string{"outcome"}, nil)
+	descServerErrors  = prometheus.NewDesc("erismount_server_store_errors_total", "Store failures and timeouts while serving.", nil, nil)
 )
 
 func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -107,6 +113,16 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descFuseDeadline, s.Timeouts)
 		counter(descFuseIntr, s.Interrupted)
 		counter(descFuseAhead, s.ReadaheadBytes)
+	}
+	if c.src.server != nil {
+		s := c.src.server()
+		counter(descServerGets, int64(s.Blocks), "found")
+		counter(descServerGets, int64(s.NotFound), "not_found")
+		counter(descServerGets, int64(s.Gets-s.Blocks-s.NotFound), "error")
+		counter(descServerBytes, int64(s.Bytes))
+		counter(descServerUploads, int64(s.Stored), "stored")
+		counter(descServerUploads, int64(s.Rejected), "rejected")
+		counter(descServerErrors, int64(s.Errors))
 	}
 }
 

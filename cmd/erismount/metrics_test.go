@@ -28,6 +28,9 @@ func TestMetricsScrape(t *testing.T) {
 				Latency: fetcher.Histogram{Bounds: []float64{0.001, 0.01}, Counts: []uint64{1, 2, 1}, Count: 4, Sum: 0.05}}}
 		},
 		fuse: func() fusefs.Stats { return fusefs.Stats{Reads: 9, ReadBytes: 4096, EIO: 1, Timeouts: 1} },
+		server: func() fetcher.ServerStats {
+			return fetcher.ServerStats{Gets: 5, Blocks: 3, NotFound: 1, Bytes: 3 * 1024, Stored: 2, Rejected: 1}
+		},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -91,6 +94,9 @@ func TestMetricsScrape(t *testing.T) {
 		{"erismount_peer_latency_seconds", nil, 4},
 		{"erismount_fuse_served_bytes_total", nil, 4096},
 		{"erismount_fuse_deadline_expired_total", nil, 1},
+		{"erismount_server_requests_total", []string{"result", "error"}, 1},
+		{"erismount_server_served_bytes_total", nil, 3 * 1024},
+		{"erismount_server_uploads_total", []string{"outcome", "rejected"}, 1},
 	}
 	for _, c := range checks {
 		if got := value(c.name, c.labels...); got != c.want {

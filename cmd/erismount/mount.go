@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"erismount/erisfs"
+	"erismount/fetcher"
 	"erismount/fusefs"
 )
 
@@ -75,6 +76,7 @@ background.
 	fl.IntVar(&f.readahead, "readahead", fusefs.DefaultReadahead, "bytes to fetch ahead of a sequential reader of a file (0 turns it off)")
 	fl.StringVar(&f.fileName, "file-name", fusefs.DefaultFileName, "name of the file in DIR when the tree is a single file")
 	fl.BoolVar(&f.debug, "debug-fuse", false, "log every FUSE request (with -v)")
+	a.addMetricsFlag(cmd)
 	return cmd
 }
 
@@ -131,6 +133,16 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 	})
 	if err != nil {
 		return err
+	}
+	if a.metrics != "" {
+		ms := &metricSources{tiered: src.Tiered.Stats, fuse: srv.Stats}
+		if pool, ok := src.Remote.(*fetcher.Pool); ok {
+			ms.peers = pool.Stats
+		}
+		if _, err := a.serveMetrics(ctx, a.metrics, ms); err != nil {
+			srv.Close()
+			return err
+		}
 	}
 	a.log.Info("mounted", "urn", rc.URN(), "dir", srv.Dir(), "entries", tree.Len(), "index_bytes", tree.IndexSize())
 	if a.json {

@@ -46,6 +46,7 @@ The store is never evicted by serve.`,
 	}
 	a.addListenFlag(cmd, "URL to serve on (repeatable): coap://, coap+tcp://, coap+unix://, http://")
 	cmd.Flags().BoolVar(&allowPut, "allow-put", false, "accept PUT/POST of blocks (each verified before it is stored)")
+	a.addMetricsFlag(cmd)
 	return cmd
 }
 
@@ -63,6 +64,11 @@ func (a *app) serve(ctx context.Context, allowPut bool) (err error) {
 	defer func() { err = errors.Join(err, store.Close()) }()
 	srv := fetcher.NewServer(store, fetcher.ServerOptions{AllowPut: allowPut, Logger: a.log})
 	defer func() { err = errors.Join(err, srv.Close()) }()
+	if a.metrics != "" {
+		if _, err := a.serveMetrics(ctx, a.metrics, &metricSources{server: srv.Stats}); err != nil {
+			return err
+		}
+	}
 	for _, l := range listens {
 		u, err := srv.Listen(ctx, l)
 		if errors.Is(err, fetcher.ErrBadURL) {
