@@ -20,6 +20,22 @@
 //	store := cache.NewTiered(cache.TieredOptions{Memory: cache.NewMemory(256 << 20), Disk: disk, Remote: pool})
 //	pin, err := disk.PinMount(ctx, rc.URN()); r, err := eris.NewReader(ctx, rc, pin.View(store))
 //
+// Close in the reverse order: the Tiered store first (it writes its
+// queued blocks back), then the SQLite store (it drops its mount pins).
+//
+// # Tiered
+//
+// A get asks memory, then disk, then Remote; a block found in a slower
+// tier is put in the faster ones. Concurrent gets of one block that
+// memory lacks share one fetch (see flight.go: like x/sync/singleflight,
+// except that each caller may leave when its context ends, and the fetch
+// is cancelled when the last one has left). Remote blocks are written to
+// disk by one background goroutine through a bounded queue; when it is
+// full the block is not written back rather than make the reader wait
+// (TieredStats.WriteBackDropped). A memory hit also refreshes the block's
+// access time on an *SQLite disk, so the disk does not evict what is hot
+// in memory. TieredStats are plain counters for metrics.
+//
 // # Verification
 //
 // Every block that enters the process is checked against its reference once
