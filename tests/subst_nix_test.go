@@ -62,7 +62,7 @@ func nixItems(t *testing.T) (peer *putPeer, narinfoDir, pubKey string, paths []s
 
 // substitute runs nix-store -r path with only url as substituter and only
 // key trusted, signatures required.
-func substitute(t *testing.T, url, key, path string) error {
+func substitute(t testing.TB, url, key, path string) error {
 	t.Helper()
 	_, err := testenv.Nix(t, "nix-store", "--realise", path,
 		"--option", "substituters", url,
