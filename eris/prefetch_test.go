@@ -1,6 +1,7 @@
 package eris_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
@@ -105,4 +106,31 @@ func everyOther[T any](s []T) []T {
 		out = append(out, s[i])
 	}
 	return out
+}
+
+// TestBlockCountWalk: the block count computed from a size is the number of
+// blocks Walk visits, around every boundary, for content whose leaves
+// repeat (zeros): duplicates are counted, as the tree lists them.
+func TestBlockCountWalk(t *testing.T) {
+	ctx := context.Background()
+	store := eristest.NewStore()
+	for _, bs := range []int{eris.BlockSize1K, eris.BlockSize32K} {
+		arity := bs / 64
+		for _, n := range []int{0, 1, bs - 1, bs, bs + 1, arity*bs - 1, arity * bs, arity*bs + 1, 3*arity*bs + 5, arity*arity*bs - 1, arity * arity * bs} {
+			if n > 40<<20 {
+				continue
+			}
+			rc, err := eris.Encode(ctx, bytes.NewReader(make([]byte, n)), store, eris.EncodeOptions{BlockSize: bs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			walked := int64(0)
+			if err := eris.Walk(ctx, rc, store, func(eris.Ref, int) error { walked++; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			if got := eris.BlockCount(rc, int64(n)); got != walked {
+				t.Errorf("BlockCount(%d bytes at %d, level %d) = %d, Walk visits %d", n, bs, rc.Level(), got, walked)
+			}
+		}
+	}
 }

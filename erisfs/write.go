@@ -53,7 +53,7 @@ func (t *Tree) WriteDir(ctx context.Context, dest string, opts WriteOptions) (er
 	tmp := filepath.Join(filepath.Dir(dest), "."+filepath.Base(dest)+".erismount-"+hex.EncodeToString(suffix[:])+".tmp")
 	defer func() {
 		if err != nil {
-			if rmErr := forceRemove(tmp); rmErr != nil {
+			if rmErr := RemoveTree(tmp); rmErr != nil {
 				err = fmt.Errorf("%w (and removing %s: %v)", err, tmp, rmErr)
 			}
 		}
@@ -154,8 +154,11 @@ func (w *writer) file(ctx context.Context, e *Entry, p string) error {
 	return nil
 }
 
-// forceRemove removes a partly written tree, read-only directories included.
-func forceRemove(p string) error {
+// RemoveTree removes the tree at p — a partly or wholly written tree whose
+// directories may already be read-only (0555, as store items and WriteDir
+// leave them) — first making its directories writable, never following
+// symlinks. A missing p is not an error.
+func RemoveTree(p string) error {
 	filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
 		if err == nil && d.IsDir() {
 			os.Chmod(q, 0o700)

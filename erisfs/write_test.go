@@ -75,7 +75,7 @@ func TestWriteDir(t *testing.T) {
 	if err := tree.WriteDir(ctx, empty, WriteOptions{}); !errors.Is(err, ErrExists) {
 		t.Errorf("WriteDir onto an empty directory: %v, want ErrExists", err)
 	}
-	forceRemove(dest)
+	RemoveTree(dest)
 }
 
 func TestWriteDirFailure(t *testing.T) {

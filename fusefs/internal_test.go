@@ -14,34 +14,6 @@ import (
 	"erismount/eris/eristest"
 )
 
-// TestBlockCount: the block count computed from a size is the number of
-// blocks eris.Walk visits, for both block sizes, around every boundary.
-func TestBlockCount(t *testing.T) {
-	ctx := context.Background()
-	store := eristest.NewStore()
-	for _, bs := range []int{eris.BlockSize1K, eris.BlockSize32K} {
-		arity := bs / 64
-		for _, n := range []int{0, 1, bs - 1, bs, bs + 1, arity*bs - 1, arity * bs, arity*bs + 1, 3*arity*bs + 5, arity*arity*bs - 1, arity * arity * bs} {
-			if n > 40<<20 {
-				continue
-			}
-			t.Run(fmt.Sprintf("%d/%d", bs, n), func(t *testing.T) {
-				rc, err := eris.Encode(ctx, bytes.NewReader(make([]byte, n)), store, eris.EncodeOptions{BlockSize: bs})
-				if err != nil {
-					t.Fatal(err)
-				}
-				walked := int64(0)
-				if err := eris.Walk(ctx, rc, store, func(eris.Ref, int) error { walked++; return nil }); err != nil {
-					t.Fatal(err)
-				}
-				if got := blockCount(rc, int64(n)); got != walked {
-					t.Errorf("blockCount(%d bytes, level %d) = %d, walk visits %d", n, rc.Level(), got, walked)
-				}
-			})
-		}
-	}
-}
-
 func TestFormatLocal(t *testing.T) {
 	for _, tc := range []struct {
 		have, total int64

@@ -2,12 +2,8 @@ package fusefs
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sync/atomic"
 	"syscall"
-
-	"golang.org/x/sync/errgroup"
 
 	"erismount/eris"
 	"erismount/erisfs"
@@ -26,10 +22,6 @@ const (
 	// offline.
 	XattrLocal = "user.eris.local"
 )
-
-// localConcurrency bounds the files whose blocks user.eris.local counts at
-// once.
-const localConcurrency = 8
 
 // urnOf is the capability user.eris.urn shows for e (nil: the synthetic
 // root of a single-file tree), or the zero capability if e has none.
@@ -107,114 +99,14 @@ func formatLocal(have, total int64) string {
 	return fmt.Sprintf("%d.%04d %d/%d", f/10000, f%10000, have, total)
 }
 
-// countLocal counts the blocks of e held locally and the blocks it has:
-// of a file its content, of a directory every distinct content below it,
-// and on the root the tree's index too.
+// countLocal counts the blocks of e held locally and the blocks it has
+// (erisfs.Tree.Held): of a file its content, of a directory every distinct
+// content below it, and on the root the tree's index too. A nil e is the
+// synthetic root of a single-file tree.
 func (m *mountFS) countLocal(ctx context.Context, e *erisfs.Entry) (have, total int64, err error) {
-	type content struct {
-		rc   eris.ReadCapability
-		e    *erisfs.Entry // nil: the index, of known size
-		size int64
-	}
-	var todo []content
-	seen := make(map[eris.ReadCapability]bool)
-	var walk func(e *erisfs.Entry)
-	walk = func(e *erisfs.Entry) {
-		switch {
-		case e.IsDir():
-			for c := range e.All() {
-				walk(c)
-			}
-		case e.Kind().IsFile() && !seen[e.Capability()]:
-			seen[e.Capability()] = true
-			todo = append(todo, content{rc: e.Capability(), e: e})
-		}
-	}
-	if e == nil || e == m.tree.Root() && e.IsDir() {
-		todo = append(todo, content{rc: m.tree.Capability(), size: int64(m.tree.IndexSize())})
+	if e == nil {
 		e = m.tree.Root()
 	}
-	walk(e)
-
-	var nhave, ntotal atomic.Int64
-	g, ctx := errgroup.WithContext(ctx)
-	g.SetLimit(localConcurrency)
-	for _, c := range todo {
-		g.Go(func() error {
-			size := c.size
-			if c.e != nil {
-				var err error
-				if size, err = m.contentSize(ctx, c.e); err != nil {
-					return err
-				}
-			}
-			h, err := countHeld(ctx, m.opts.Local, c.rc)
-			if err != nil {
-				return err
-			}
-			nhave.Add(h)
-			ntotal.Add(blockCount(c.rc, size))
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
-		return 0, 0, err
-	}
-	return nhave.Load(), ntotal.Load(), nil
-}
-
-// contentSize is a file's size, from the local store when it holds the
-// rightmost path of the content, else through the tree (which may fetch
-// it): asking whether a file is here should not need the network when it is.
-func (m *mountFS) contentSize(ctx context.Context, e *erisfs.Entry) (int64, error) {
-	if n, ok := e.CachedSize(); ok {
-		return n, nil
-	}
-	r, err := eris.NewReader(ctx, e.Capability(), m.opts.Local)
-	if err != nil {
-		return 0, err
-	}
-	if n, err := r.SizeContext(ctx); err == nil {
-		return n, nil
-	} else if !errors.Is(err, eris.ErrNotFound) {
-		return 0, err
-	}
-	return m.tree.Size(ctx, e)
-}
-
-// countHeld counts the blocks of rc that l holds, walking the tree through
-// the internal nodes l has. Below an internal node l lacks nothing more is
-// counted (eris.Walk stops there), so the count is exact when everything is
-// held and a lower bound otherwise.
-func countHeld(ctx context.Context, l Local, rc eris.ReadCapability) (int64, error) {
-	var n int64
-	err := eris.Walk(ctx, rc, l, func(ref eris.Ref, level int) error {
-		ok, err := l.Has(ctx, ref)
-		if err != nil {
-			return err
-		}
-		if ok {
-			n++
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, eris.ErrNotFound) {
-		return 0, err
-	}
-	return n, nil
-}
-
-// blockCount is how many blocks content of size bytes has under rc: the
-// leaves of the padded content (padding always adds at least one byte,
-// spec §2.2) and the internal nodes of every level up to rc's root.
-func blockCount(rc eris.ReadCapability, size int64) int64 {
-	bs := int64(rc.BlockSize())
-	arity := bs / 64
-	n := size/bs + 1
-	total := n
-	for range rc.Level() {
-		n = (n + arity - 1) / arity
-		total += n
-	}
-	return total
+	h, err := m.tree.Held(ctx, e, m.opts.Local, m.opts.Local.Has)
+	return h.Blocks, h.TotalBlocks, err
 }

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"erismount/erisfs"
 	"erismount/narinfo/nar"
 )
 
@@ -110,7 +111,7 @@ func CopyIn(ctx context.Context, fsys fs.FS, storeDir, storePath string, want na
 	c.nw = nar.NewWriter(c.hw)
 	defer func() {
 		if err != nil {
-			if rmErr := forceRemove(c.root); rmErr != nil {
+			if rmErr := erisfs.RemoveTree(c.root); rmErr != nil {
 				err = fmt.Errorf("%w (and removing %s: %v)", err, c.root, rmErr)
 			}
 		}
@@ -259,21 +260,6 @@ func renameNoReplace(oldpath, newpath string) error {
 		return os.Rename(oldpath, newpath)
 	}
 	return &os.LinkError{Op: "renameat2", Old: oldpath, New: newpath, Err: err}
-}
-
-// forceRemove removes the tree at p, first making its directories writable
-// (they may already be 0555), never following symlinks.
-func forceRemove(p string) error {
-	filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			os.Chmod(q, 0o700)
-		}
-		return nil
-	})
-	if err := os.RemoveAll(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
 }
 
 // ExitCode makes a command exit with 4 (verification failed).

@@ -91,15 +91,20 @@ Exit codes: 0 copied, 2 malformed narinfo or ACL, 3 blocks unavailable,
 // progressBar returns a byte progress bar on stderr when it is a terminal,
 // else nil.
 func (a *app) progressBar(total int64, what string) *progressbar.ProgressBar {
+	return a.newBar(total, what, progressbar.OptionShowBytes(true))
+}
+
+// newBar is the progress bar of every long command: on stderr, only when
+// it is a terminal (nil otherwise), throttled, cleared when done.
+func (a *app) newBar(total int64, what string, opts ...progressbar.Option) *progressbar.ProgressBar {
 	f, ok := a.stderr.(*os.File)
 	if !ok || !term.IsTerminal(int(f.Fd())) {
 		return nil
 	}
-	return progressbar.NewOptions64(total,
+	return progressbar.NewOptions64(total, append([]progressbar.Option{
 		progressbar.OptionSetWriter(f),
 		progressbar.OptionSetDescription(what),
-		progressbar.OptionShowBytes(true),
-		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionThrottle(100 * time.Millisecond),
 		progressbar.OptionClearOnFinish(),
-	)
+	}, opts...)...)
 }

@@ -69,16 +69,12 @@ func newDecodeCmd(a *app) *cobra.Command {
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			rc, err := parseURN(args[0])
-			if err != nil {
-				return err
-			}
-			src, err := a.openSource(ctx)
+			rc, src, err := a.openURN(ctx, args[0])
 			if err != nil {
 				return err
 			}
 			defer src.Close()
-			r, err := eris.NewReader(ctx, rc, src)
+			r, err := eris.NewReaderOptions(ctx, rc, src, eris.ReaderOptions{GetterVerifies: true})
 			if err != nil {
 				return err
 			}

@@ -106,3 +106,14 @@ func parseSize(s string) (int64, error) {
 	}
 	return int64(f * float64(mult)), nil
 }
+
+// openURN parses a capability argument (a malformed one is a usage error)
+// and opens the block source to read it.
+func (a *app) openURN(ctx context.Context, urn string) (eris.ReadCapability, *source, error) {
+	rc, err := parseURN(urn)
+	if err != nil {
+		return rc, nil, err
+	}
+	src, err := a.openSource(ctx)
+	return rc, src, err
+}

@@ -75,11 +75,7 @@ func (a *app) withTree(ctx context.Context, arg string, f func(fs.FS) error) err
 		}
 		return f(nar.DirFS(arg))
 	}
-	rc, err := parseURN(arg)
-	if err != nil {
-		return err
-	}
-	src, err := a.openSource(ctx)
+	rc, src, err := a.openURN(ctx, arg)
 	if err != nil {
 		return err
 	}

@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"text/tabwriter"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"erismount/eris"
 	"erismount/erisfs"
@@ -50,11 +48,7 @@ lets the blocks be evicted again.`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			rc, err := parseURN(args[0])
-			if err != nil {
-				return err
-			}
-			src, err := a.openSource(ctx)
+			rc, src, err := a.openURN(ctx, args[0])
 			if err != nil {
 				return err
 			}
@@ -174,11 +168,7 @@ fetched from the peers (and then kept), the file contents are not.`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			rc, err := parseURN(args[0])
-			if err != nil {
-				return err
-			}
-			src, err := a.openSource(ctx)
+			rc, src, err := a.openURN(ctx, args[0])
 			if err != nil {
 				return err
 			}
@@ -257,20 +247,10 @@ fetched from the peers (and then kept), the file contents are not.`,
 	return cmd
 }
 
-// countBar returns a progress bar counting blocks on stderr when it is a
-// terminal, else nil.
+// countBar returns a progress bar counting items (blocks, store items) on
+// stderr when it is a terminal, else nil.
 func (a *app) countBar(total int64, what string) *progressbar.ProgressBar {
-	f, ok := a.stderr.(*os.File)
-	if !ok || !term.IsTerminal(int(f.Fd())) {
-		return nil
-	}
-	return progressbar.NewOptions64(total,
-		progressbar.OptionSetWriter(f),
-		progressbar.OptionSetDescription(what),
-		progressbar.OptionShowCount(),
-		progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionClearOnFinish(),
-	)
+	return a.newBar(total, what, progressbar.OptionShowCount())
 }
 
 // formatBytes prints a byte count with a binary unit.
