@@ -14,6 +14,7 @@ import (
 	"erismount/cache"
 	"erismount/fetcher"
 	"erismount/fusefs"
+	"erismount/narinfo/subst"
 )
 
 // metricSources are the counters a command has: each is a snapshot
@@ -24,6 +25,7 @@ type metricSources struct {
 	peers  func() []fetcher.PeerStats
 	fuse   func() fusefs.Stats
 	server func() fetcher.ServerStats
+	subst  func() subst.Stats
 }
 
 // statsCollector is a prometheus.Collector reading the sources at scrape
@@ -60,6 +62,10 @@ var (
 	descServerBytes   = prometheus.NewDesc("erismount_server_served_bytes_total", "Bytes of blocks served to peers.", nil, nil)
 	descServerUploads = prometheus.NewDesc("erismount_server_uploads_total", "Block uploads (PUT/POST), by outcome.", []string{"outcome"}, nil)
 	descServerErrors  = prometheus.NewDesc("erismount_server_store_errors_total", "Store failures and timeouts while serving.", nil, nil)
+
+	descSubstNarinfos = prometheus.NewDesc("erismount_substitute_narinfo_requests_total", "Narinfo requests, by result.", []string{"result"}, nil)
+	descSubstNars     = prometheus.NewDesc("erismount_substitute_nars_total", "Nar responses, by outcome (aborted: a block missing or corrupt, a mismatch, or the client gone).", []string{"outcome"}, nil)
+	descSubstBytes    = prometheus.NewDesc("erismount_substitute_served_bytes_total", "Nar bytes sent to clients.", nil, nil)
 )
 
 func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -123,6 +129,15 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descServerUploads, int64(s.Stored), "stored")
 		counter(descServerUploads, int64(s.Rejected), "rejected")
 		counter(descServerErrors, int64(s.Errors))
+	}
+	if c.src.subst != nil {
+		s := c.src.subst()
+		counter(descSubstNarinfos, s.Narinfos, "served")
+		counter(descSubstNarinfos, s.NarinfoMisses, "not_found")
+		counter(descSubstNarinfos, s.Rejected, "rejected")
+		counter(descSubstNars, s.Nars, "verified")
+		counter(descSubstNars, s.NarsAborted, "aborted")
+		counter(descSubstBytes, s.NarBytes)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"erismount/cache"
 	"erismount/fetcher"
 	"erismount/fusefs"
+	"erismount/narinfo/subst"
 )
 
 // TestMetricsScrape serves the collector over real HTTP and parses what a
@@ -27,7 +28,8 @@ func TestMetricsScrape(t *testing.T) {
 			return []fetcher.PeerStats{{URL: "coap://127.0.0.1:5683", State: "live", Requests: 5, Blocks: 4, Bytes: 4 * 32768, Corrupt: 1,
 				Latency: fetcher.Histogram{Bounds: []float64{0.001, 0.01}, Counts: []uint64{1, 2, 1}, Count: 4, Sum: 0.05}}}
 		},
-		fuse: func() fusefs.Stats { return fusefs.Stats{Reads: 9, ReadBytes: 4096, EIO: 1, Timeouts: 1} },
+		fuse:  func() fusefs.Stats { return fusefs.Stats{Reads: 9, ReadBytes: 4096, EIO: 1, Timeouts: 1} },
+		subst: func() subst.Stats { return subst.Stats{Narinfos: 2, Nars: 1, NarsAborted: 1, NarBytes: 4096} },
 		server: func() fetcher.ServerStats {
 			return fetcher.ServerStats{Gets: 5, Blocks: 3, NotFound: 1, Bytes: 3 * 1024, Stored: 2, Rejected: 1}
 		},
@@ -97,6 +99,8 @@ func TestMetricsScrape(t *testing.T) {
 		{"erismount_server_requests_total", []string{"result", "error"}, 1},
 		{"erismount_server_served_bytes_total", nil, 3 * 1024},
 		{"erismount_server_uploads_total", []string{"outcome", "rejected"}, 1},
+		{"erismount_substitute_nars_total", []string{"outcome", "aborted"}, 1},
+		{"erismount_substitute_served_bytes_total", nil, 4096},
 	}
 	for _, c := range checks {
 		if got := value(c.name, c.labels...); got != c.want {

@@ -181,7 +181,7 @@ func (a *app) substitute(ctx context.Context, src subst.Source, opts subst.Optio
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if a.metrics != "" {
-		ms := &metricSources{tiered: blocks.Tiered.Stats}
+		ms := &metricSources{tiered: blocks.Tiered.Stats, subst: srv.Stats}
 		if pool, ok := blocks.Remote.(*fetcher.Pool); ok {
 			ms.peers = pool.Stats
 		}
