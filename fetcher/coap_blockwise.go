@@ -101,9 +101,19 @@ func (u *uploads) add(key string, off int, part []byte, more bool, now time.Time
 	if off == 0 && (up == nil || up.done || len(up.buf) > len(part)) {
 		if up == nil && len(u.m) >= maxUploads {
 			u.expire(now)
-			if len(u.m) >= maxUploads {
-				return nil, false, nil, errBusy
+		}
+		if up == nil && len(u.m) >= maxUploads {
+			// Finished uploads are kept only to answer a retransmitted
+			// last block: they give way to new ones (a publisher sends
+			// blocks faster than uploadTTL frees their slots).
+			for k, old := range u.m {
+				if old.done {
+					delete(u.m, k)
+				}
 			}
+		}
+		if up == nil && len(u.m) >= maxUploads {
+			return nil, false, nil, errBusy
 		}
 		up = &upload{buf: make([]byte, 0, eris.BlockSize32K)}
 		u.m[key] = up

@@ -1,6 +1,7 @@
 package fetcher
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -79,5 +80,16 @@ func TestUploads(t *testing.T) {
 	}
 	if _, _, _, err := full.add("later", 0, block[:1024], true, now.Add(uploadTTL+time.Second)); err != nil {
 		t.Fatalf("upload once the others expired: %v", err)
+	}
+	// Finished uploads give way at once: a publisher sending blocks back
+	// to back never waits uploadTTL for a slot.
+	var busy uploads
+	small := randomBlocks(t, 1, eris.BlockSize1K)[0]
+	for i := range maxUploads + 10 {
+		key := fmt.Sprint("done", i)
+		if _, complete, _, err := busy.add(key, 0, small, false, now); err != nil || !complete {
+			t.Fatalf("finished upload %d: %v", i, err)
+		}
+		busy.finish(key, reply{res: resCreated})
 	}
 }
