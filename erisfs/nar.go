@@ -3,6 +3,7 @@ package erisfs
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -37,7 +38,9 @@ func EncodeNar(ctx context.Context, r io.Reader, p eris.BlockPutter, opts Encode
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(e.opts.Concurrency)
 	err = e.walkNar(gctx, nar.NewReader(r), g)
-	if werr := g.Wait(); err == nil {
+	// A failed encoding (a store error, say) cancels the walk: report
+	// the failure, not the walk's "context canceled".
+	if werr := g.Wait(); err == nil || (werr != nil && errors.Is(err, context.Canceled) && ctx.Err() == nil) {
 		err = werr
 	}
 	if err != nil {
