@@ -286,28 +286,46 @@ func (r *Reader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 	}
 	// got[k] is how many bytes job k delivered (less only for the last leaf).
 	got := make([]int, len(jobs))
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(r.conc)
-	for k, j := range jobs {
-		g.Go(func() error {
-			leaf, err := r.fetch(gctx, j.info.pair, 0)
-			if err != nil {
+	leaf := func(ctx context.Context, k int) error {
+		j := jobs[k]
+		b, err := r.fetch(ctx, j.info.pair, 0)
+		if err != nil {
+			return err
+		}
+		valid := len(b)
+		if j.info.last {
+			if valid, err = unpad(j.info.pair.ref, b); err != nil {
 				return err
 			}
-			valid := len(leaf)
-			if j.info.last {
-				if valid, err = unpad(j.info.pair.ref, leaf); err != nil {
-					return err
-				}
-			}
-			if j.skip < valid {
-				got[k] = copy(j.dst, leaf[j.skip:valid])
-			}
-			return nil
-		})
+		}
+		if j.skip < valid {
+			got[k] = copy(j.dst, b[j.skip:valid])
+		}
+		return nil
 	}
-	if err := g.Wait(); err != nil {
-		return 0, err
+	if len(jobs) == 1 {
+		// Most reads of a mount touch one leaf: no goroutine.
+		if err := leaf(ctx, 0); err != nil {
+			return 0, err
+		}
+	} else {
+		// A worker per in-flight fetch, each taking every workers-th
+		// leaf: a goroutine per leaf cost more than a 1 KiB leaf itself.
+		workers := min(r.conc, len(jobs))
+		g, gctx := errgroup.WithContext(ctx)
+		for w := range workers {
+			g.Go(func() error {
+				for k := w; k < len(jobs); k += workers {
+					if err := leaf(gctx, k); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return 0, err
+		}
 	}
 	n := 0
 	for k, j := range jobs {

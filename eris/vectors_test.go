@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"golang.org/x/crypto/chacha20"
+
 	"erismount/eris"
 	"erismount/eris/eristest"
 )
@@ -179,5 +181,35 @@ func TestNegativeVectors(t *testing.T) {
 			}
 			t.Logf("rejected: %v", err)
 		})
+	}
+}
+
+// TestXORBlockEqualsChaCha20: the fast path (plain ChaCha20 for counter 0,
+// ChaCha20-Poly1305's keystream after it) gives the bytes of plain ChaCha20
+// for every length and level, in place or not.
+func TestXORBlockEqualsChaCha20(t *testing.T) {
+	src := make([]byte, eris.BlockSize32K)
+	for i := range src {
+		src[i] = byte(i*131 + 7)
+	}
+	key := eris.Key{9, 8, 7}
+	for _, n := range []int{0, 1, 63, 64, 65, 1000, eris.BlockSize1K, eris.BlockSize32K} {
+		for _, level := range []int{0, 1, 5} {
+			want := make([]byte, n)
+			var nonce [12]byte
+			nonce[0] = byte(level)
+			c, _ := chacha20.NewUnauthenticatedCipher(key[:], nonce[:])
+			c.XORKeyStream(want, src[:n])
+			got := make([]byte, n)
+			eris.XORBlockForTest(got, src[:n], &key, level)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("%d bytes at level %d differ", n, level)
+			}
+			inPlace := append([]byte(nil), src[:n]...)
+			eris.XORBlockForTest(inPlace, inPlace, &key, level)
+			if !bytes.Equal(inPlace, want) {
+				t.Fatalf("%d bytes at level %d in place differ", n, level)
+			}
+		}
 	}
 }

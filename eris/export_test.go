@@ -1,0 +1,4 @@
+package eris
+
+// XORBlockForTest exposes xorBlock to the external tests.
+var XORBlockForTest = xorBlock
