@@ -26,6 +26,12 @@
 // It does not fetch, cache or verify blocks itself: the eris reader
 // verifies every block, and packages cache and fetcher provide them.
 //
+// A process that serves a mount must not exec a file of that mount
+// directly: the forked child opens the file between fork and exec while it
+// holds the parent's scheduler slot, which can deadlock the parent's own
+// FUSE server (golang/go#11155). Run it through /bin/sh, or serve the mount
+// from another process (erismount mount).
+//
 //	tree, err := erisfs.Open(ctx, rc, store, erisfs.OpenOptions{})
 //	srv, err := fusefs.Mount(ctx, "/mnt/x", tree, fusefs.Options{Deadline: 5 * time.Second})
 //	defer srv.Close()

@@ -150,7 +150,10 @@ func (a *app) demo(ctx context.Context, keep bool) (err error) {
 		return err
 	}
 	say("   README: %q", firstLine(string(readme)))
-	out, err := exec.CommandContext(ctx, filepath.Join(mnt, "bin/hello")).CombinedOutput()
+	// Through a shell: this process serves the mount, and a forked child
+	// of a Go process that opens a file of its parent's own FUSE mount
+	// between fork and exec can deadlock the parent (golang/go#11155).
+	out, err := exec.CommandContext(ctx, "/bin/sh", "-c", `exec "$0"`, filepath.Join(mnt, "bin/hello")).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("run bin/hello from the mount: %w: %s", err, out)
 	}
