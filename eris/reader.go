@@ -182,7 +182,16 @@ type leafInfo struct {
 
 // locate walks from the root to leaf i. Only the nodes on the path are
 // fetched; whether the leaf is the last one follows from the same nodes.
-func (r *Reader) locate(ctx context.Context, i int64) (leafInfo, error) {
+// pathCache remembers, per level, the last node locate walked through and
+// its child count, so the leaves of one read (which share their parents)
+// skip the node cache's lock and the scan for the end of the node.
+type pathCache [16]struct {
+	p    pair
+	node []byte
+	n    int
+}
+
+func (r *Reader) locate(ctx context.Context, i int64, pc *pathCache) (leafInfo, error) {
 	level := r.rc.Level()
 	p := pair{ref: r.rc.Root(), key: r.rc.RootKey()}
 	if level == 0 {
@@ -201,12 +210,16 @@ func (r *Reader) locate(ctx context.Context, i int64) (leafInfo, error) {
 	}
 	rightmost := true // the path so far is the tree's right edge
 	for l := level; l >= 1; l-- {
-		node, err := r.fetch(ctx, p, l)
-		if err != nil {
-			return leafInfo{}, err
+		step := &pc[l]
+		if step.node == nil || step.p != p {
+			node, err := r.fetch(ctx, p, l)
+			if err != nil {
+				return leafInfo{}, err
+			}
+			step.p, step.node, step.n = p, node, children(node)
 		}
+		node, n := step.node, step.n
 		d := digits[level-l]
-		n := children(node)
 		if d >= n {
 			if !rightmost {
 				// A node off the right edge must be full: leaves
@@ -261,8 +274,9 @@ func (r *Reader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 		skip int    // bytes of the leaf before dst
 	}
 	jobs := make([]leafJob, 0, lastWanted-first+1)
+	var pc pathCache
 	for i := first; i <= lastWanted; i++ {
-		info, err := r.locate(ctx, i)
+		info, err := r.locate(ctx, i, &pc)
 		if err != nil {
 			return 0, err
 		}
