@@ -27,7 +27,7 @@ type Config struct {
 	Shape Shape
 	Runs  int // repetitions; the table shows medians
 	// Transports are the CoAP schemes the lazy side is measured over:
-	// "coap" (UDP) and "coap+tcp". Warm and hot use the first.
+	// "coap" (UDP) and "coap+tcp".
 	Transports []string
 	Readers    int // concurrent readers of "read everything (N readers)"
 	// Ops are the keys of the operations to measure (see Ops); none
@@ -68,8 +68,9 @@ type Results struct {
 	// from its store no measure of what a client fetched.
 	Cold map[string][]Cell
 	Wire map[string][][]int64
-	// Per operation, over the first transport: warm (blocks in SQLite, a
-	// fresh mount; mount included) and hot (the same mount again).
+	// Per operation: warm (blocks in SQLite, a fresh mount; mount
+	// included) and hot (the same mount again), after the first cold run
+	// that succeeded.
 	Warm, Hot []Cell
 	Dropped   int64 // datagrams the shaped links dropped
 
@@ -257,7 +258,10 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 		// Lazy: per operation, from an empty block store (cold), then
 		// from the filled store on a fresh mount (warm), then the same
 		// mount again (hot).
-		for ti, tr := range cfg.Transports {
+		// Warm and hot follow the first cold run of the operation that
+		// succeeded, whatever its transport: they touch no network.
+		warmed := make([]bool, len(ops))
+		for _, tr := range cfg.Transports {
 			for i, op := range ops {
 				for _, suffix := range []string{"", "-wal", "-shm"} {
 					os.Remove(cacheStore + suffix)
@@ -272,16 +276,12 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 				wire := proxies[tr].Stats().Down - wire0
 				res.Wire[tr][i] = append(res.Wire[tr][i], wire)
 				log.Info("lazy cold", "transport", tr, "op", op.Name, "took", cold.D, "err", cold.Err, "link_bytes", wire)
-				if ti > 0 {
-					continue
-				}
-				if cold.Err != nil {
+				if warmed[i] || cold.Err != nil {
 					// Warm means every block the operation needs is in
 					// the store: not so after a cold run that failed.
-					res.Warm[i] = append(res.Warm[i], Sample{Err: errNotWarm})
-					res.Hot[i] = append(res.Hot[i], Sample{Err: errNotWarm})
 					continue
 				}
+				warmed[i] = true
 				drop()
 				warm, hot, err := lazy(ctx, em, urn, mnt, peers[tr], cacheStore, op, tree, true, cfg.OpTimeout)
 				if err != nil {
@@ -290,6 +290,12 @@ func Run(ctx context.Context, cfg Config) (res *Results, err error) {
 				res.Warm[i] = append(res.Warm[i], warm)
 				res.Hot[i] = append(res.Hot[i], hot)
 				log.Info("lazy warm and hot", "op", op.Name, "warm", warm.D, "warm_err", warm.Err, "hot", hot.D, "hot_err", hot.Err)
+			}
+		}
+		for i, ok := range warmed {
+			if !ok {
+				res.Warm[i] = append(res.Warm[i], Sample{Err: errNotWarm})
+				res.Hot[i] = append(res.Hot[i], Sample{Err: errNotWarm})
 			}
 		}
 	}

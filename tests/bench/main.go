@@ -31,7 +31,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		cfg        Config
 		sizeMiB    = fl.Float64("size", 128, "content of the generated tree, in MiB")
 		rateMbit   = fl.Float64("rate", 100, "bandwidth cap of the link each way, in Mbit/s (0: none)")
-		transports = fl.String("transports", "coap,coap+tcp", "CoAP transports of the lazy side, comma separated (coap, coap+tcp); warm and hot use the first")
+		transports = fl.String("transports", "coap,coap+tcp", "CoAP transports of the lazy side, comma separated (coap, coap+tcp)")
 		ops        = fl.String("ops", "", "operations to measure, comma separated (ready, first-byte, ls, small, ls+small, run, read-all, read-all-n); empty: all")
 		mountArgs  = fl.String("mount-args", "", "extra flags for erismount mount, space separated (e.g. \"--readahead 0\")")
 		verbose    = fl.Bool("v", false, "log progress to stderr")
@@ -40,7 +40,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fl.Uint64Var(&cfg.Seed, "seed", 1, "seed of the generated tree")
 	fl.DurationVar(&cfg.Shape.RTT, "rtt", 20*time.Millisecond, "round-trip time the link adds")
 	fl.Int64Var(&cfg.Shape.Queue, "queue", 8<<20, "bytes a direction of the link queues before dropping datagrams or holding back TCP")
-	fl.DurationVar(&cfg.OpTimeout, "op-timeout", 5*time.Minute, "stop a lazy operation that takes longer, and report it so (0: never)")
+	fl.DurationVar(&cfg.OpTimeout, "op-timeout", 10*time.Minute, "stop a lazy operation that takes longer, and report it so (0: never)")
 	fl.IntVar(&cfg.Runs, "runs", 3, "repetitions (the table shows medians)")
 	fl.IntVar(&cfg.Readers, "readers", 16, "concurrent readers of \"read everything (N readers)\"")
 	fl.StringVar(&cfg.Erismount, "erismount", "", "erismount binary to run (default: build erismount/cmd/erismount)")

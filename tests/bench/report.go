@@ -34,7 +34,7 @@ func (r *Results) Markdown(w io.Writer, command string) {
 	for _, tr := range cfg.Transports {
 		p(" lazy cold, %s | speed-up |", transportName(tr))
 	}
-	p(" lazy warm (SQLite) | lazy hot | fetched cold (%s) |\n", transportName(first))
+	p(" lazy warm (SQLite) | lazy hot | fetched cold, %s |\n", transportName(first))
 	p("|---|--:|")
 	for range cfg.Transports {
 		p("--:|--:|")
@@ -113,9 +113,13 @@ func (r *Results) Markdown(w io.Writer, command string) {
 	row := func(name, col string, c Cell) {
 		parts := make([]string, len(c))
 		for i, s := range c {
-			parts[i] = formatDuration(s.D)
-			if s.Err != nil {
-				parts[i] += " (" + s.Err.Error() + ")"
+			switch {
+			case errors.Is(s.Err, errNotWarm):
+				parts[i] = "–"
+			case s.Err != nil:
+				parts[i] = formatDuration(s.D) + " (" + s.Err.Error() + ")"
+			default:
+				parts[i] = formatDuration(s.D)
 			}
 		}
 		p("| %s | %s | %s |\n", name, col, strings.Join(parts, ", "))
