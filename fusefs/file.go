@@ -68,6 +68,9 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
 		return nil, 0, syscall.EROFS
 	}
+	if f.m.tra != nil {
+		f.m.tra.opened(f.e)
+	}
 	size, errno := f.m.size(ctx, "open", f.e)
 	if errno != 0 {
 		return nil, 0, errno

@@ -3,12 +3,15 @@ package fusefs_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"erismount/eris"
+	"erismount/erisfs"
 	"erismount/fusefs"
 	"erismount/tests/testenv"
 )
@@ -166,5 +169,87 @@ func TestReadahead(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTreeAhead: a reader that opens files one after another in the tree's
+// order (as tar does) gets the files that follow fetched ahead into the
+// block cache, so that reading them later fetches nothing; nothing before
+// the first file it opened is fetched.
+func TestTreeAhead(t *testing.T) {
+	testenv.RequireFUSE(t)
+	ctx := context.Background()
+	spec := testenv.Wide(1, 60, 3000) // big/blob, then d000/f0000…f0059 in entry order
+	p := publish(t, spec)
+	c := testenv.NewCache(t, p.count)
+	tree, err := erisfs.Open(ctx, p.rc, c, erisfs.OpenOptions{GetterVerifies: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := testenv.Mount(t, tree, fusefs.Options{})
+	read := func(name string) {
+		t.Helper()
+		got, err := os.ReadFile(filepath.Join(srv.Dir(), name))
+		if err != nil || !bytes.Equal(got, spec[name].Content) {
+			t.Fatalf("read %s: %d bytes, %v", name, len(got), err)
+		}
+	}
+	for i := range 3 {
+		read(fmt.Sprintf("d000/f%04d", i))
+	}
+	// The remaining 57 files arrive in the background.
+	deadline := time.Now().Add(20 * time.Second)
+	for srv.Stats().TreeAheadFiles < 57 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	st := srv.Stats()
+	if st.TreeAheadFiles != 57 || st.TreeAheadBytes != 57*3000 {
+		t.Fatalf("tree-ahead fetched %d files, %d bytes; want the 57 that follow, %d bytes", st.TreeAheadFiles, st.TreeAheadBytes, 57*3000)
+	}
+	blob, _ := tree.Lookup("big/blob")
+	blobRefs, err := testenv.ContentRefs(ctx, blob.Capability(), p.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ref := range p.count.Refs() {
+		if blobRefs[ref] {
+			t.Fatalf("block %s of big/blob fetched: it comes before the files read", ref.Str())
+		}
+	}
+	p.count.Reset()
+	for i := 3; i < 60; i++ {
+		read(fmt.Sprintf("d000/f%04d", i))
+	}
+	if n := p.count.Blocks(); n != 0 {
+		t.Errorf("reading the prefetched files fetched %d more blocks", n)
+	}
+	t.Logf("%+v", srv.Stats())
+}
+
+// TestTreeAheadOff: with TreeAhead negative, a pass through the tree
+// prefetches nothing.
+func TestTreeAheadOff(t *testing.T) {
+	testenv.RequireFUSE(t)
+	spec := testenv.Wide(1, 10, 3000)
+	p := publish(t, spec)
+	srv := testenv.Mount(t, p.tree, fusefs.Options{TreeAhead: -1})
+	for i := range 5 {
+		name := fmt.Sprintf("d000/f%04d", i)
+		if got, err := os.ReadFile(filepath.Join(srv.Dir(), name)); err != nil || !bytes.Equal(got, spec[name].Content) {
+			t.Fatalf("read %s: %d bytes, %v", name, len(got), err)
+		}
+	}
+	if st := srv.Stats(); st.TreeAheadFiles != 0 {
+		t.Errorf("tree-ahead off, yet %d files prefetched", st.TreeAheadFiles)
+	}
+	e, _ := p.tree.Lookup("d000/f0009")
+	refs, err := testenv.ContentRefs(context.Background(), e.Capability(), p.store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ref := range p.count.Refs() {
+		if refs[ref] {
+			t.Errorf("block %s of d000/f0009, never opened, was fetched", ref.Str())
+		}
 	}
 }

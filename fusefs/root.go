@@ -24,6 +24,7 @@ const (
 	DefaultDeadline        = 5 * time.Second
 	DefaultReadahead       = 8 << 20
 	DefaultReadaheadMemory = 64 << 20
+	DefaultTreeAhead       = 64 << 20
 	DefaultFileName        = "content"
 )
 
@@ -43,6 +44,11 @@ type Options struct {
 	// ReadaheadMemory bounds the prefetched bytes all open files hold
 	// together. 0 means DefaultReadaheadMemory.
 	ReadaheadMemory int
+	// TreeAhead is how many bytes of the files that follow in the tree's
+	// order are fetched into the block cache, at most, ahead of a reader
+	// that opens file after file in that order (tar, cp -r; see
+	// treeahead.go). 0 means DefaultTreeAhead; negative turns it off.
+	TreeAhead int
 	// FileName is the name a single-file tree (a store item that is one
 	// file or symlink) has in the mount directory, since a mount root is
 	// always a directory. "" means DefaultFileName.
@@ -64,6 +70,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Readahead == 0 {
 		o.Readahead = DefaultReadahead
+	}
+	if o.TreeAhead == 0 {
+		o.TreeAhead = DefaultTreeAhead
 	}
 	if o.ReadaheadMemory <= 0 {
 		o.ReadaheadMemory = DefaultReadaheadMemory
@@ -108,7 +117,8 @@ type mountFS struct {
 	// the mount is closed.
 	base context.Context
 	ra   *prefetcher
-	bufs sync.Pool // *[]byte of maxRead bytes, for replies
+	tra  *treeAhead // nil when Options.TreeAhead is off
+	bufs sync.Pool  // *[]byte of maxRead bytes, for replies
 	seen seenSet
 	st   counters
 }
@@ -128,6 +138,9 @@ func newMountFS(ctx context.Context, tree *erisfs.Tree, opts Options) *mountFS {
 	}
 	if opts.Readahead > 0 {
 		m.ra = newPrefetcher(int64(opts.Readahead), int64(opts.ReadaheadMemory), &m.st)
+	}
+	if opts.TreeAhead > 0 {
+		m.tra = newTreeAhead(m, int64(opts.TreeAhead))
 	}
 	m.bufs.New = func() any { b := make([]byte, maxRead); return &b }
 	return m
@@ -390,11 +403,14 @@ type Stats struct {
 	Interrupted    int64 // operations the kernel interrupted (they finish anyway, within the deadline)
 	ReadaheadBytes int64 // bytes prefetched by our readahead
 	ReadaheadHits  int64 // bytes of reads served from prefetched chunks
+	TreeAheadFiles int64 // files fetched ahead of a reader going through the tree
+	TreeAheadBytes int64 // their bytes
 }
 
 type counters struct {
 	reads, readBytes, eio, timeouts, abandoned, interrupted atomic.Int64
 	raBytes, raHits                                         atomic.Int64
+	aheadFiles, aheadBytes                                  atomic.Int64
 }
 
 func (c *counters) snapshot() Stats {
@@ -407,5 +423,7 @@ func (c *counters) snapshot() Stats {
 		Interrupted:    c.interrupted.Load(),
 		ReadaheadBytes: c.raBytes.Load(),
 		ReadaheadHits:  c.raHits.Load(),
+		TreeAheadFiles: c.aheadFiles.Load(),
+		TreeAheadBytes: c.aheadBytes.Load(),
 	}
 }

@@ -57,6 +57,8 @@ var (
 	descFuseDeadline = prometheus.NewDesc("erismount_fuse_deadline_expired_total", "FUSE operations that failed because their deadline passed.", nil, nil)
 	descFuseIntr     = prometheus.NewDesc("erismount_fuse_interrupted_total", "FUSE operations the kernel interrupted.", nil, nil)
 	descFuseAhead    = prometheus.NewDesc("erismount_fuse_readahead_bytes_total", "Bytes prefetched by erismount's readahead.", nil, nil)
+	descTreeAhead    = prometheus.NewDesc("erismount_fuse_tree_ahead_files_total", "Files fetched ahead of a reader going through the tree in order.", nil, nil)
+	descTreeAheadB   = prometheus.NewDesc("erismount_fuse_tree_ahead_bytes_total", "Bytes of the files fetched ahead of a reader going through the tree.", nil, nil)
 
 	descServerGets    = prometheus.NewDesc("erismount_server_requests_total", "Block requests that reached the store, by result.", []string{"result"}, nil)
 	descServerBytes   = prometheus.NewDesc("erismount_server_served_bytes_total", "Bytes of blocks served to peers.", nil, nil)
@@ -119,6 +121,8 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descFuseDeadline, s.Timeouts)
 		counter(descFuseIntr, s.Interrupted)
 		counter(descFuseAhead, s.ReadaheadBytes)
+		counter(descTreeAhead, s.TreeAheadFiles)
+		counter(descTreeAheadB, s.TreeAheadBytes)
 	}
 	if c.src.server != nil {
 		s := c.src.server()

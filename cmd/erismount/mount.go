@@ -32,6 +32,7 @@ type mountFlags struct {
 	allowOther bool
 	foreground bool
 	readahead  int
+	treeAhead  int
 	fileName   string
 	debug      bool
 }
@@ -74,6 +75,7 @@ background.
 	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users see the tree (non-root users need user_allow_other in /etc/fuse.conf)")
 	fl.BoolVar(&f.foreground, "foreground", true, "serve in the foreground until SIGINT/SIGTERM (false: return once mounted)")
 	fl.IntVar(&f.readahead, "readahead", fusefs.DefaultReadahead, "bytes to fetch ahead of a sequential reader of a file (0 turns it off)")
+	fl.IntVar(&f.treeAhead, "tree-ahead", fusefs.DefaultTreeAhead, "bytes of the following files to fetch ahead of a reader that goes through the tree in order, as tar does (0 turns it off)")
 	fl.StringVar(&f.fileName, "file-name", fusefs.DefaultFileName, "name of the file in DIR when the tree is a single file")
 	fl.BoolVar(&f.debug, "debug-fuse", false, "log every FUSE request (with -v)")
 	a.addMetricsFlag(cmd)
@@ -91,6 +93,9 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 	}
 	if f.readahead == 0 {
 		f.readahead = -1 // fusefs: negative is off, 0 the default
+	}
+	if f.treeAhead == 0 {
+		f.treeAhead = -1
 	}
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		// Before opening anything: the commonest mistake.
@@ -126,6 +131,7 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 		Deadline:   f.deadline,
 		Local:      src.Store,
 		Readahead:  f.readahead,
+		TreeAhead:  f.treeAhead,
 		FileName:   f.fileName,
 		AllowOther: f.allowOther,
 		Logger:     a.log,
