@@ -18,7 +18,8 @@ import (
 type PoolOptions struct {
 	// Logger receives peer state changes (dead, recovered); nil discards.
 	Logger *slog.Logger
-	// Window bounds the requests in flight to one peer (default 32).
+	// Window bounds the requests in flight to one peer (default 256, as a
+	// CoAP peer's own ClientOptions.MaxInFlight).
 	Window int
 	// HedgeQuantile is the quantile of a peer's recent answer times after
 	// which the same block is also asked of the next peer (default 0.95).
@@ -49,7 +50,7 @@ func (o *PoolOptions) fill() {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Window <= 0 {
-		o.Window = 32
+		o.Window = 256
 	}
 	if o.HedgeQuantile <= 0 || o.HedgeQuantile > 1 {
 		o.HedgeQuantile = 0.95

@@ -3,9 +3,11 @@ package fusefs
 import (
 	"cmp"
 	"context"
+	"math"
 	"slices"
 	"sync"
 
+	"erismount/eris"
 	"erismount/erisfs"
 )
 
@@ -26,10 +28,10 @@ import (
 // still fetches only that file. A file larger than a quarter of the byte
 // budget is left to the per-file readahead of whoever opens it.
 const (
-	aheadTrigger  = 2   // forward opens in a row that start it
-	aheadFiles    = 256 // most files prefetched beyond the furthest opened
-	aheadBusy     = 16  // files fetched at once
-	aheadFileConc = 8   // blocks in flight for each of them
+	aheadTrigger  = 2    // forward opens in a row that start it
+	aheadFiles    = 1024 // most files prefetched beyond the furthest opened
+	aheadBusy     = 64   // files fetched at once
+	aheadFileConc = 8    // blocks in flight for each of them
 	// aheadSlack is how far from the furthest file opened an open may be
 	// and still belong to the same pass: concurrent readers of one walk
 	// open files a little out of order.
@@ -117,9 +119,16 @@ func (a *treeAhead) fetch(i int) {
 	e := a.files[i]
 	ctx, cancel := context.WithTimeout(a.m.base, 4*a.m.opts.Deadline)
 	defer cancel()
-	n, err := a.m.tree.Size(ctx, e)
-	if err == nil && n <= a.budget/4 {
-		_, err = a.m.tree.Prefetch(ctx, e, aheadFileConc)
+	// The size needs a round trip of its own; ask it first only when the
+	// content's level allows a file too large to prefetch.
+	limit := a.budget / 4
+	var n int64
+	var err error
+	if maxSize(e.Capability()) > limit {
+		n, err = a.m.tree.Size(ctx, e)
+	}
+	if err == nil && n <= limit {
+		n, err = a.m.tree.Prefetch(ctx, e, aheadFileConc)
 		if err == nil {
 			a.m.st.aheadFiles.Add(1)
 			a.m.st.aheadBytes.Add(n)
@@ -142,4 +151,17 @@ func (a *treeAhead) fetch(i int) {
 	if a.run >= aheadTrigger {
 		a.fill()
 	}
+}
+
+// maxSize is the most content a capability's tree can hold: blocks of its
+// size times its arity to the power of its level (capped at MaxInt64).
+func maxSize(rc eris.ReadCapability) int64 {
+	n, arity := int64(rc.BlockSize()), int64(rc.BlockSize()/64)
+	for range rc.Level() {
+		if n > math.MaxInt64/arity {
+			return math.MaxInt64
+		}
+		n *= arity
+	}
+	return n
 }
