@@ -64,19 +64,20 @@ func Main(m *testing.M) int {
 	return code
 }
 
-// syncBuffer is a bytes.Buffer safe for a process and a test to share.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writers and a reader:
+// a process's output, a logger's, and the test that inspects them.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -85,8 +86,8 @@ func (s *syncBuffer) String() string {
 // Process is a running erismount command.
 type Process struct {
 	Cmd    *exec.Cmd
-	stdout syncBuffer
-	stderr syncBuffer
+	stdout SyncBuffer
+	stderr SyncBuffer
 	done   chan struct{}
 	err    error
 }
