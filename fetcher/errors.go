@@ -3,6 +3,7 @@ package fetcher
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"erismount/eris"
 )
@@ -15,7 +16,49 @@ var (
 	// ErrNoPeers means no peer could be asked: the pool is empty or every
 	// peer is backing off after failures.
 	ErrNoPeers = errors.New("fetcher: no live peer")
+	// ErrUnavailable means no peer delivered a block although some might
+	// hold it: every attempt failed (refused, timed out, closed) or the
+	// peers were backing off. It wraps the attempts' errors.
+	ErrUnavailable = errors.New("block unavailable")
 )
+
+// unavailableError is ErrUnavailable for one block, with what happened.
+type unavailableError struct {
+	ref            eris.Ref
+	notFound, dead int
+	errs           []error // the failed attempts
+}
+
+func (e *unavailableError) Error() string {
+	// The same failure from every attempt is said once, with its count.
+	var msgs []string
+	count := map[string]int{}
+	for _, err := range e.errs {
+		m := err.Error()
+		if count[m] == 0 {
+			msgs = append(msgs, m)
+		}
+		count[m]++
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "get block %s: %v: %d attempts failed", e.ref.Str(), ErrUnavailable, len(e.errs))
+	if e.notFound > 0 {
+		fmt.Fprintf(&b, ", %d peers do not have it", e.notFound)
+	}
+	if e.dead > 0 {
+		fmt.Fprintf(&b, ", %d peers skipped while they back off", e.dead)
+	}
+	for _, m := range msgs {
+		b.WriteString("; ")
+		b.WriteString(m)
+		if n := count[m]; n > 1 {
+			fmt.Fprintf(&b, " (%d times)", n)
+		}
+	}
+	return b.String()
+}
+
+func (e *unavailableError) Unwrap() []error { return append([]error{ErrUnavailable}, e.errs...) }
 
 // PeerError is a failure of one request to one peer. It names the peer URL,
 // the operation and the block, and wraps the cause: eris.ErrNotFound for a

@@ -327,9 +327,7 @@ func (pl *Pool) failure(ctx context.Context, ref eris.Ref, errs []error, dead in
 	}
 	// Some peer failed or was skipped: the block may exist there, so this
 	// is not ErrNotFound.
-	notFound := len(errs) - len(other)
-	return fmt.Errorf("get block %s: %d peers do not have it, %d skipped as dead, %d failed: %w",
-		ref.Str(), notFound, dead, len(other), errors.Join(other...))
+	return &unavailableError{ref: ref, notFound: len(errs) - len(other), dead: dead, errs: other}
 }
 
 // attempt asks one peer for the block and records how it went.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -148,6 +149,9 @@ func TestCLIMountErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A port nobody listens on, and an empty cache that must ask it.
+	empty := filepath.Join(t.TempDir(), "empty.sqlite")
+	refused := []string{"--store", empty, "--peer", "coap+tcp://127.0.0.1:1", "--deadline", "2s"}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -155,6 +159,8 @@ func TestCLIMountErrors(t *testing.T) {
 		says string
 	}{
 		{"missing directory", []string{rc.URN(), missing}, 2, "does not exist"},
+		{"unreachable peer", append([]string{rc.URN(), t.TempDir()}, refused...), 3, "block unavailable"},
+		{"unreachable peer names it", append([]string{rc.URN(), t.TempDir()}, refused...), 3, "coap+tcp://127.0.0.1:1/.well-known/eris: dial tcp 127.0.0.1:1: connect: connection refused"},
 		{"not a directory", []string{rc.URN(), file}, 2, "not a directory"},
 		{"busy directory", []string{rc.URN(), busy}, 1, "mounted there already"},
 		{"malformed URN", []string{"urn:eris:nonsense", t.TempDir()}, 2, "urn"},
@@ -162,11 +168,44 @@ func TestCLIMountErrors(t *testing.T) {
 		{"unknown tree, no peers", []string{unknown.URN(), t.TempDir(), "--deadline", "200ms"}, 3, "not found"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, stderr, code := testenv.Run(t, append(tc.args, "--store", store)...)
+			args := tc.args
+			if !slices.Contains(args, "--store") {
+				args = append(args, "--store", store)
+			}
+			_, stderr, code := testenv.Run(t, args...)
 			if code != tc.code || !strings.Contains(strings.ToLower(stderr), strings.ToLower(tc.says)) {
 				t.Errorf("exit code %d, stderr %q; want %d and a message saying %q", code, stderr, tc.code, tc.says)
 			}
 		})
+	}
+}
+
+// TestCLIMountNoFUSE: without /dev/fuse — hidden here by an empty /dev in
+// a private mount namespace, so erismount's mount(2) and the fusermount3
+// fallback both miss it — mount fails at once saying what is missing and
+// what to do.
+func TestCLIMountNoFUSE(t *testing.T) {
+	_, store, rc := offlineSample(t)
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		t.Skipf("no unshare(1) to hide /dev/fuse with: %v", err)
+	}
+	bin := testenv.Erismount(t)
+	cmd := exec.Command(unshare, "--mount", "--propagation", "private", "/bin/sh", "-c", `mount -t tmpfs none /dev && exec "$@"`,
+		"sh", bin, "--store", store, "mount", rc.URN(), t.TempDir())
+	cmd.Env = testenv.Env(t)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("erismount without /dev/fuse: %v, want it to fail; output:\n%s", err, out)
+	}
+	for _, want := range []string{"FUSE unavailable", "/dev/fuse", "no such file", "load the fuse module"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output %q does not say %q", out, want)
+		}
+	}
+	if code := ee.ExitCode(); code != 1 {
+		t.Errorf("exit code %d, want 1", code)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"erismount/eris"
+	"erismount/fetcher"
 )
 
 func main() {
@@ -58,7 +59,7 @@ func exitCode(err error) int {
 		return exitUsage
 	case errors.Is(err, eris.ErrCorrupt):
 		return exitCorrupt
-	case errors.Is(err, eris.ErrNotFound), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, eris.ErrNotFound), errors.Is(err, fetcher.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return exitUnavailable
 	}
 	return exitError
