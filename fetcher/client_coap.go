@@ -59,6 +59,13 @@ type coapPeer struct {
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	once   stopOnce
+
+	// The last network failure go-coap reported (an ICMP port unreachable
+	// read as ECONNREFUSED on a UDP socket, say) and when: the requests it
+	// ends only see "connection was closed".
+	failMu  sync.Mutex
+	failAt  time.Time
+	failErr error
 }
 
 type coapSlot struct {
@@ -112,7 +119,40 @@ func (p *coapPeer) conn(ctx context.Context) (coapConn, error) {
 
 func (p *coapPeer) coapErrors(err error) {
 	p.log.Debug("coap client", "peer", p.url, "err", err)
+	for _, errno := range []syscall.Errno{syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.EHOSTUNREACH, syscall.ENETUNREACH} {
+		if errors.Is(err, errno) {
+			p.failMu.Lock()
+			p.failAt, p.failErr = time.Now(), err
+			p.failMu.Unlock()
+			return
+		}
+	}
 }
+
+// failedSince returns the network failure go-coap reported at or after t.
+func (p *coapPeer) failedSince(t time.Time) error {
+	p.failMu.Lock()
+	defer p.failMu.Unlock()
+	if p.failErr == nil || p.failAt.Before(t) {
+		return nil
+	}
+	return p.failErr
+}
+
+// connError is a request ended by a network failure of its connection:
+// it reads as the failure's errno (the socket's local port, which differs
+// on every connection, left out), and matches both errors.
+type connError struct{ cause, err error }
+
+func (e *connError) Error() string {
+	var errno syscall.Errno
+	if errors.As(e.cause, &errno) {
+		return errno.Error()
+	}
+	return e.cause.Error()
+}
+
+func (e *connError) Unwrap() []error { return []error{e.cause, e.err} }
 
 func (p *coapPeer) dial(ctx context.Context) (coapConn, error) {
 	common := []interface {
@@ -179,7 +219,28 @@ func (p *coapPeer) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 	return getVerified(ctx, p.url, ref, p.get)
 }
 
+// get is fetch, its error explained by the network failure that ended the
+// connection, if one did.
 func (p *coapPeer) get(ctx context.Context, ref eris.Ref) ([]byte, error) {
+	start := time.Now()
+	b, err := p.fetch(ctx, ref)
+	if err == nil || ctx.Err() != nil {
+		return b, err
+	}
+	cause := p.failedSince(start)
+	// A request its connection's end cancelled may return before go-coap
+	// has reported why: give the report a moment.
+	for wait := time.Millisecond; cause == nil && errors.Is(err, context.Canceled) && wait < 64*time.Millisecond; wait *= 2 {
+		time.Sleep(wait)
+		cause = p.failedSince(start)
+	}
+	if cause != nil && !errors.Is(err, cause) {
+		err = &connError{cause: cause, err: err}
+	}
+	return b, err
+}
+
+func (p *coapPeer) fetch(ctx context.Context, ref eris.Ref) ([]byte, error) {
 	if err := p.sem.acquire(ctx, p.ctx.Done()); err != nil {
 		return nil, err
 	}

@@ -152,6 +152,7 @@ func TestCLIMountErrors(t *testing.T) {
 	// A port nobody listens on, and an empty cache that must ask it.
 	empty := filepath.Join(t.TempDir(), "empty.sqlite")
 	refused := []string{"--store", empty, "--peer", "coap+tcp://127.0.0.1:1", "--deadline", "2s"}
+	refusedUDP := []string{"--store", empty, "--peer", "coap://127.0.0.1:1", "--deadline", "2s"}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -161,6 +162,9 @@ func TestCLIMountErrors(t *testing.T) {
 		{"missing directory", []string{rc.URN(), missing}, 2, "does not exist"},
 		{"unreachable peer", append([]string{rc.URN(), t.TempDir()}, refused...), 3, "block unavailable"},
 		{"unreachable peer names it", append([]string{rc.URN(), t.TempDir()}, refused...), 3, "coap+tcp://127.0.0.1:1/.well-known/eris: dial tcp 127.0.0.1:1: connect: connection refused"},
+		// Over UDP the refusal is an ICMP port unreachable, which go-coap
+		// reports apart from the requests it ends.
+		{"unreachable UDP peer", append([]string{rc.URN(), t.TempDir()}, refusedUDP...), 3, "coap://127.0.0.1:1/.well-known/eris: connection refused"},
 		{"not a directory", []string{rc.URN(), file}, 2, "not a directory"},
 		{"busy directory", []string{rc.URN(), busy}, 1, "mounted there already"},
 		{"malformed URN", []string{"urn:eris:nonsense", t.TempDir()}, 2, "urn"},
