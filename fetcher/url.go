@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 )
 
@@ -107,10 +108,21 @@ func parseEndpoint(raw string) (endpoint, error) {
 	default:
 		return bad("unknown scheme %q (want coap, coap+tcp, coap+unix, http or https)", u.Scheme)
 	}
-	if u.Hostname() == "" {
+	host := u.Hostname()
+	switch {
+	case host == "":
 		return bad("missing host")
+	case strings.HasPrefix(u.Host, "["):
+		if ip, _, _ := strings.Cut(host, "%"); net.ParseIP(ip) == nil {
+			return bad("%q is not an IPv6 address", host)
+		}
+	case strings.Contains(host, ":"):
+		return bad("an IPv6 address goes in brackets, as in coap://[::1]:5683")
 	}
 	port := u.Port()
+	if n, err := strconv.Atoi(port); port != "" && (err != nil || n < 1 || n > 65535) {
+		return bad("port %q out of range", port)
+	}
 	switch {
 	case port != "":
 	case e.transport == transportHTTP && e.scheme == "https":
@@ -120,7 +132,7 @@ func parseEndpoint(raw string) (endpoint, error) {
 	default:
 		port = defaultCoAPPort
 	}
-	e.addr = net.JoinHostPort(u.Hostname(), port)
+	e.addr = net.JoinHostPort(host, port)
 	e.path = strings.TrimRight(u.Path, "/")
 	if e.transport != transportHTTP && e.path == "" {
 		e.path = DefaultStorePath
