@@ -120,7 +120,7 @@ func parseEndpoint(raw string) (endpoint, error) {
 		return bad("an IPv6 address goes in brackets, as in coap://[::1]:5683")
 	}
 	port := u.Port()
-	if n, err := strconv.Atoi(port); port != "" && (err != nil || n < 1 || n > 65535) {
+	if n, err := strconv.Atoi(port); port != "" && (err != nil || n > 65535) {
 		return bad("port %q out of range", port)
 	}
 	switch {
