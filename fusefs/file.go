@@ -75,6 +75,9 @@ func (f *fileNode) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uin
 	if errno != 0 {
 		return nil, 0, errno
 	}
+	if f.m.tra != nil {
+		f.m.tra.openedExecutable(f.e, size)
+	}
 	r, err := f.m.tree.Open(f.m.base, f.e)
 	if err != nil {
 		return nil, 0, f.m.errno("open", f.e, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -251,5 +252,87 @@ func TestTreeAheadOff(t *testing.T) {
 		if refs[ref] {
 			t.Errorf("block %s of d000/f0009, never opened, was fetched", ref.Str())
 		}
+	}
+}
+
+// TestExecutableFetchedWhole: opening an executable (as running it does)
+// fetches all of it in the background, so the page faults of the program
+// find its blocks local; opening a regular file of the same size does not.
+func TestExecutableFetchedWhole(t *testing.T) {
+	testenv.RequireFUSE(t)
+	ctx := context.Background()
+	content := testenv.Random(5, 3<<20+17)
+	spec := testenv.Spec{
+		"bin/prog":  {Kind: erisfs.Executable, Content: content},
+		"share/dat": testenv.Bytes(content[1:]),
+	}
+	p := publish(t, spec)
+	c := testenv.NewCache(t, p.count)
+	tree, err := erisfs.Open(ctx, p.rc, c, erisfs.OpenOptions{GetterVerifies: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := testenv.Mount(t, tree, fusefs.Options{Readahead: -1})
+	refsOf := func(name string) map[eris.Ref]bool {
+		e, _ := tree.Lookup(name)
+		refs, err := testenv.ContentRefs(ctx, e.Capability(), p.store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return refs
+	}
+
+	// A regular file: opening it fetches its size, not its content.
+	f, err := os.Open(filepath.Join(srv.Dir(), "share/dat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	dat := refsOf("share/dat")
+	fetched := 0
+	for ref := range p.count.Refs() {
+		if dat[ref] {
+			fetched++
+		}
+	}
+	// Its size is known from its rightmost path: level+1 blocks.
+	if level := tree.Root().Child("share").Child("dat").Capability().Level(); fetched > level+1 {
+		t.Errorf("opening a regular file fetched %d of its %d blocks, want at most %d", fetched, len(dat), level+1)
+	}
+
+	// The executable: all of it arrives without a read.
+	f, err = os.Open(filepath.Join(srv.Dir(), "bin/prog"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	prog := refsOf("bin/prog")
+	missing := func() int {
+		n := 0
+		got := p.count.Refs()
+		for ref := range prog {
+			if got[ref] == 0 {
+				n++
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for missing() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := missing(); n > 0 {
+		t.Fatalf("%d of the executable's %d blocks not fetched after its open", n, len(prog))
+	}
+	for srv.Stats().TreeAheadFiles < 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	before := p.count.Blocks()
+	got, err := io.ReadAll(f)
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("read the executable: %d bytes, %v", len(got), err)
+	}
+	if n := p.count.Blocks() - before; n != 0 {
+		t.Errorf("reading the fetched executable fetched %d more blocks", n)
 	}
 }

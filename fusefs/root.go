@@ -47,7 +47,8 @@ type Options struct {
 	// TreeAhead is how many bytes of the files that follow in the tree's
 	// order are fetched into the block cache, at most, ahead of a reader
 	// that opens file after file in that order (tar, cp -r; see
-	// treeahead.go). 0 means DefaultTreeAhead; negative turns it off.
+	// treeahead.go); an executable up to a quarter of it is fetched whole
+	// when opened. 0 means DefaultTreeAhead; negative turns both off.
 	TreeAhead int
 	// FileName is the name a single-file tree (a store item that is one
 	// file or symlink) has in the mount directory, since a mount root is
@@ -403,7 +404,7 @@ type Stats struct {
 	Interrupted    int64 // operations the kernel interrupted (they finish anyway, within the deadline)
 	ReadaheadBytes int64 // bytes prefetched by our readahead
 	ReadaheadHits  int64 // bytes of reads served from prefetched chunks
-	TreeAheadFiles int64 // files fetched ahead of a reader going through the tree
+	TreeAheadFiles int64 // files fetched ahead of a reader going through the tree, and executables fetched whole on open
 	TreeAheadBytes int64 // their bytes
 }
 

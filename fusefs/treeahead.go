@@ -32,6 +32,7 @@ const (
 	aheadFiles    = 1024 // most files prefetched beyond the furthest opened
 	aheadBusy     = 64   // files fetched at once
 	aheadFileConc = 8    // blocks in flight for each of them
+	aheadExecConc = 32   // blocks in flight for an executable being run
 	// aheadSlack is how far from the furthest file opened an open may be
 	// and still belong to the same pass: concurrent readers of one walk
 	// open files a little out of order.
@@ -87,6 +88,30 @@ func (a *treeAhead) opened(e *erisfs.Entry) {
 	if a.run >= aheadTrigger {
 		a.fill()
 	}
+}
+
+// openedExecutable tells of an open of the executable e, of size bytes.
+// Running a program reads most of it, page by page as it faults, and each
+// page the kernel asks for would wait for its own round trips; so an
+// executable up to a quarter of the budget is fetched whole at once
+// (CernVM-FS fetches every file whole on open; we do it for programs).
+// Files fetched by a pass are merged with this fetch by the block cache.
+func (a *treeAhead) openedExecutable(e *erisfs.Entry, size int64) {
+	if e.Kind() != erisfs.Executable || size > a.budget/4 || size <= int64(e.Capability().BlockSize()) {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(a.m.base, 4*a.m.opts.Deadline)
+		defer cancel()
+		if _, err := a.m.tree.Prefetch(ctx, e, aheadExecConc); err != nil {
+			if a.m.base.Err() == nil {
+				a.m.log.Debug("prefetch of an executable failed", "path", e.Path(), "err", err)
+			}
+			return
+		}
+		a.m.st.aheadFiles.Add(1)
+		a.m.st.aheadBytes.Add(size)
+	}()
 }
 
 // advance makes i the furthest file opened: what was prefetched up to it

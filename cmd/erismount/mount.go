@@ -75,7 +75,7 @@ background.
 	fl.BoolVar(&f.allowOther, "allow-other", false, "let other users see the tree (non-root users need user_allow_other in /etc/fuse.conf)")
 	fl.BoolVar(&f.foreground, "foreground", true, "serve in the foreground until SIGINT/SIGTERM (false: return once mounted)")
 	fl.IntVar(&f.readahead, "readahead", fusefs.DefaultReadahead, "bytes to fetch ahead of a sequential reader of a file (0 turns it off)")
-	fl.IntVar(&f.treeAhead, "tree-ahead", fusefs.DefaultTreeAhead, "bytes of the following files to fetch ahead of a reader that goes through the tree in order, as tar does (0 turns it off)")
+	fl.IntVar(&f.treeAhead, "tree-ahead", fusefs.DefaultTreeAhead, "bytes of the following files to fetch ahead of a reader that goes through the tree in order, as tar does; executables up to a quarter of it are fetched whole when opened (0 turns both off)")
 	fl.StringVar(&f.fileName, "file-name", fusefs.DefaultFileName, "name of the file in DIR when the tree is a single file")
 	fl.BoolVar(&f.debug, "debug-fuse", false, "log every FUSE request (with -v)")
 	a.addMetricsFlag(cmd)
