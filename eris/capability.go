@@ -3,6 +3,7 @@ package eris
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/fxamacker/cbor/v2"
@@ -69,6 +70,20 @@ func (c ReadCapability) Root() Ref { return c.root }
 
 // RootKey is the key that decrypts the root block.
 func (c ReadCapability) RootKey() Key { return c.key }
+
+// MaxSize is the most content c's tree can hold: a block of its size
+// times its arity (block size / 64) to the power of its level, capped at
+// math.MaxInt64. It bounds a content's size before any block is read.
+func (c ReadCapability) MaxSize() int64 {
+	n, arity := int64(c.blockSize), int64(c.blockSize/64)
+	for range c.level {
+		if n > math.MaxInt64/arity {
+			return math.MaxInt64
+		}
+		n *= arity
+	}
+	return n
+}
 
 // IsZero reports whether c is the zero capability.
 func (c ReadCapability) IsZero() bool { return c == ReadCapability{} }

@@ -3,6 +3,7 @@ package eris_test
 import (
 	"bytes"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 
@@ -118,5 +119,28 @@ func TestParseRef(t *testing.T) {
 	}
 	if err := eris.RefOf(block[:1000]).Verify(block[:1000]); !errors.Is(err, eris.ErrCorrupt) {
 		t.Errorf("Verify odd-sized block: %v", err)
+	}
+}
+
+func TestMaxSize(t *testing.T) {
+	for _, tc := range []struct {
+		bs, level int
+		want      int64
+	}{
+		{eris.BlockSize1K, 0, 1024},
+		{eris.BlockSize1K, 1, 1024 * 16},
+		{eris.BlockSize32K, 0, 32 << 10},
+		{eris.BlockSize32K, 1, 16 << 20},
+		{eris.BlockSize32K, 2, 8 << 30},
+		{eris.BlockSize32K, eris.MaxLevel(eris.BlockSize32K), math.MaxInt64}, // overflows: capped
+		{eris.BlockSize1K, eris.MaxLevel(eris.BlockSize1K), math.MaxInt64},
+	} {
+		rc, err := eris.NewReadCapability(tc.bs, tc.level, eris.Ref{1}, eris.Key{2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := rc.MaxSize(); got != tc.want {
+			t.Errorf("block size %d, level %d: MaxSize %d, want %d", tc.bs, tc.level, got, tc.want)
+		}
 	}
 }

@@ -3,11 +3,9 @@ package fusefs
 import (
 	"cmp"
 	"context"
-	"math"
 	"slices"
 	"sync"
 
-	"erismount/eris"
 	"erismount/erisfs"
 )
 
@@ -149,7 +147,7 @@ func (a *treeAhead) fetch(i int) {
 	limit := a.budget / 4
 	var n int64
 	var err error
-	if maxSize(e.Capability()) > limit {
+	if e.Capability().MaxSize() > limit {
 		n, err = a.m.tree.Size(ctx, e)
 	}
 	if err == nil && n <= limit {
@@ -176,17 +174,4 @@ func (a *treeAhead) fetch(i int) {
 	if a.run >= aheadTrigger {
 		a.fill()
 	}
-}
-
-// maxSize is the most content a capability's tree can hold: blocks of its
-// size times its arity to the power of its level (capped at MaxInt64).
-func maxSize(rc eris.ReadCapability) int64 {
-	n, arity := int64(rc.BlockSize()), int64(rc.BlockSize()/64)
-	for range rc.Level() {
-		if n > math.MaxInt64/arity {
-			return math.MaxInt64
-		}
-		n *= arity
-	}
-	return n
 }

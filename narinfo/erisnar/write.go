@@ -163,7 +163,8 @@ func (f *file) fetch(ctx context.Context, t *erisfs.Tree, small int) {
 		f.err = err
 		return
 	}
-	buf := make([]byte, bufferSize(f.e.Capability(), small))
+	// As large as the content can be (the capability bounds it), at most small.
+	buf := make([]byte, min(f.e.Capability().MaxSize(), int64(small)))
 	n, err := r.ReadAtContext(ctx, buf, 0)
 	switch {
 	case err == io.EOF:
@@ -178,20 +179,6 @@ func (f *file) fetch(ctx context.Context, t *erisfs.Tree, small int) {
 	if f.err == nil && f.size < int64(n) {
 		f.err = fmt.Errorf("%w: content of %q is shorter than its first %d bytes", eris.ErrCorrupt, f.e.Path(), n)
 	}
-}
-
-// bufferSize is the most content rc can hold, capped at small: one block
-// for a tree of level 0, an arity's worth of blocks more per level.
-func bufferSize(rc eris.ReadCapability, small int) int {
-	n := rc.BlockSize()
-	arity := n / 64
-	for range rc.Level() {
-		if n >= small {
-			break
-		}
-		n *= arity
-	}
-	return min(n, small)
 }
 
 var kinds = map[erisfs.Kind]nar.Type{
