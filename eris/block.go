@@ -52,6 +52,23 @@ type BlockGetter interface {
 	GetBlock(ctx context.Context, ref Ref) ([]byte, error)
 }
 
+// backgroundKey marks a context whose fetches are speculative.
+type backgroundKey struct{}
+
+// Background returns ctx marked as speculative work (prefetching what may
+// be read soon): a getter that queues requests, such as a pool of peers,
+// may serve other requests first and keep room for them. The mark is a
+// hint; it changes no result.
+func Background(ctx context.Context) context.Context {
+	return context.WithValue(ctx, backgroundKey{}, true)
+}
+
+// IsBackground reports whether ctx was marked by Background.
+func IsBackground(ctx context.Context) bool {
+	b, _ := ctx.Value(backgroundKey{}).(bool)
+	return b
+}
+
 // BlockPutter stores blocks. The callee must not retain block after
 // PutBlock returns (copy it if needed); ref is the block's reference,
 // already computed by the caller.

@@ -114,6 +114,9 @@ type poolPeer struct {
 	url      string
 	verifies bool
 	window   chan struct{}
+	// bg bounds the background requests (eris.Background) in the window
+	// to three quarters of it: the rest stays free for demand reads.
+	bg chan struct{}
 
 	lat  latencyWindow
 	hist histogram
@@ -139,6 +142,7 @@ func NewPool(peers []Peer, opts PoolOptions) *Pool {
 		pl.peers = append(pl.peers, &poolPeer{
 			p: p, url: p.URL(), verifies: v,
 			window:  make(chan struct{}, opts.Window),
+			bg:      make(chan struct{}, max(1, opts.Window*3/4)),
 			backoff: opts.Backoff,
 		})
 	}
@@ -336,16 +340,22 @@ func (pl *Pool) attempt(ctx context.Context, c candidate, ref eris.Ref, hedge bo
 	pp := c.pp
 	r := attemptResult{c: c}
 	defer func() { out <- r }()
-	select {
-	case pp.window <- struct{}{}:
-	case <-ctx.Done():
-		r.err = peerErr(pp.url, "get", ref, ctx.Err())
-		if c.probe {
-			pl.endProbe(pp)
-		}
-		return
+	var slots []chan struct{}
+	if eris.IsBackground(ctx) {
+		slots = append(slots, pp.bg)
 	}
-	defer func() { <-pp.window }()
+	for _, sem := range append(slots, pp.window) {
+		select {
+		case sem <- struct{}{}:
+			defer func() { <-sem }()
+		case <-ctx.Done():
+			r.err = peerErr(pp.url, "get", ref, ctx.Err())
+			if c.probe {
+				pl.endProbe(pp)
+			}
+			return
+		}
+	}
 	pp.requests.Add(1)
 	if hedge {
 		pp.hedges.Add(1)

@@ -265,3 +265,72 @@ func TestPoolStats(t *testing.T) {
 		t.Fatalf("latency estimate %v, hedge delay %v: below the peer's 1ms", s.Estimate, s.HedgeAfter)
 	}
 }
+
+// gatePeer holds every request until release is closed, telling of each
+// one on started as it arrives.
+type gatePeer struct {
+	store   *eristest.Store
+	started chan eris.Ref
+	release chan struct{}
+}
+
+func (g *gatePeer) URL() string  { return "fake://gate" }
+func (g *gatePeer) Close() error { return nil }
+func (g *gatePeer) PutBlock(ctx context.Context, ref eris.Ref, b []byte) error {
+	return g.store.PutBlock(ctx, ref, b)
+}
+
+func (g *gatePeer) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
+	g.started <- ref
+	select {
+	case <-g.release:
+	case <-ctx.Done():
+		return nil, peerErr(g.URL(), "get", ref, ctx.Err())
+	}
+	return g.store.GetBlock(ctx, ref)
+}
+
+// TestPoolKeepsRoomForDemand: background requests (prefetching) take at
+// most three quarters of a peer's window, so a read someone waits for is
+// sent at once even when many background requests queue.
+func TestPoolKeepsRoomForDemand(t *testing.T) {
+	blocks := randomBlocks(t, 13, eris.BlockSize1K)
+	store, refs := storeWith(t, blocks...)
+	p := &gatePeer{store: store, started: make(chan eris.Ref, len(refs)), release: make(chan struct{})}
+	pl := NewPool([]Peer{p}, PoolOptions{Window: 4})
+	defer pl.Close()
+	var released sync.Once
+	release := func() { released.Do(func() { close(p.release) }) }
+	defer release()
+
+	bg := eris.Background(context.Background())
+	var wg sync.WaitGroup
+	errs := make(chan error, len(refs))
+	for i, ref := range refs[:12] {
+		wg.Go(func() {
+			if b, err := pl.GetBlock(bg, ref); err != nil || !bytes.Equal(b, blocks[i]) {
+				errs <- fmt.Errorf("background block %d: %v", i, err)
+			}
+		})
+	}
+	for range 3 {
+		if ref := <-p.started; ref == refs[12] {
+			t.Fatal("the demand block was asked for before it was read")
+		}
+	}
+	// Nine background requests wait; the fourth slot is the demand read's.
+	wg.Go(func() {
+		if b, err := pl.GetBlock(context.Background(), refs[12]); err != nil || !bytes.Equal(b, blocks[12]) {
+			errs <- fmt.Errorf("demand block: %v", err)
+		}
+	})
+	if ref := <-p.started; ref != refs[12] {
+		t.Errorf("a fourth background request (%s) went out before the demand read", ref.Str())
+	}
+	release()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 
+	"erismount/eris"
 	"erismount/erisfs"
 )
 
@@ -140,7 +141,8 @@ func (a *treeAhead) fill() {
 // A failure ends the pass (the reader will meet it, and report it, itself).
 func (a *treeAhead) fetch(i int) {
 	e := a.files[i]
-	ctx, cancel := context.WithTimeout(a.m.base, 4*a.m.opts.Deadline)
+	// Background: a peer pool keeps room for the reads of whoever waits.
+	ctx, cancel := context.WithTimeout(eris.Background(a.m.base), 4*a.m.opts.Deadline)
 	defer cancel()
 	// The size needs a round trip of its own; ask it first only when the
 	// content's level allows a file too large to prefetch.
