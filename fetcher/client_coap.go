@@ -230,7 +230,7 @@ func (p *coapPeer) get(ctx context.Context, ref eris.Ref) ([]byte, error) {
 	cause := p.failedSince(start)
 	// A request its connection's end cancelled may return before go-coap
 	// has reported why: give the report a moment.
-	for wait := time.Millisecond; cause == nil && errors.Is(err, context.Canceled) && wait < 512*time.Millisecond; wait *= 2 {
+	for wait := time.Millisecond; cause == nil && errors.Is(err, context.Canceled) && wait < 128*time.Millisecond; wait *= 2 {
 		time.Sleep(wait)
 		cause = p.failedSince(start)
 	}
