@@ -13,6 +13,11 @@
 //     reader finds the next chunks already fetched and decrypted. It is
 //     bounded in memory and in fetches in flight, and a demand read never
 //     waits for a slot.
+//   - Readahead across files (tree-ahead): once a reader opens files one
+//     after another in the tree's order, as tar or cp -r do, the files
+//     that follow are fetched into the block cache, many at once, as
+//     background requests; an executable is fetched whole when opened,
+//     since running it faults in most of its pages (Options.TreeAhead).
 //   - It never hangs: every operation that needs blocks has a deadline
 //     (Options.Deadline). Past it the call fails with EIO, the cause
 //     (usually a missing block) is logged once, and the mount stays
