@@ -62,10 +62,12 @@ type coapPeer struct {
 
 	// The last network failure go-coap reported (an ICMP port unreachable
 	// read as ECONNREFUSED on a UDP socket, say) and when: the requests it
-	// ends only see "connection was closed".
+	// ends only see "connection was closed". failed is closed, and
+	// replaced, each time one is recorded.
 	failMu  sync.Mutex
 	failAt  time.Time
 	failErr error
+	failed  chan struct{}
 }
 
 type coapSlot struct {
@@ -88,6 +90,7 @@ func newCoAPPeer(ep endpoint, opts ClientOptions) *coapPeer {
 		tick:   newPeriodic(tick),
 		ctx:    ctx,
 		cancel: cancel,
+		failed: make(chan struct{}),
 	}
 }
 
@@ -123,20 +126,23 @@ func (p *coapPeer) coapErrors(err error) {
 		if errors.Is(err, errno) {
 			p.failMu.Lock()
 			p.failAt, p.failErr = time.Now(), err
+			close(p.failed)
+			p.failed = make(chan struct{})
 			p.failMu.Unlock()
 			return
 		}
 	}
 }
 
-// failedSince returns the network failure go-coap reported at or after t.
-func (p *coapPeer) failedSince(t time.Time) error {
+// failedSince returns a channel closed when go-coap next reports a network
+// failure, and the failure it reported at or after t, if any.
+func (p *coapPeer) failedSince(t time.Time) (<-chan struct{}, error) {
 	p.failMu.Lock()
 	defer p.failMu.Unlock()
 	if p.failErr == nil || p.failAt.Before(t) {
-		return nil
+		return p.failed, nil
 	}
-	return p.failErr
+	return p.failed, p.failErr
 }
 
 // connError is a request ended by a network failure of its connection:
@@ -227,12 +233,17 @@ func (p *coapPeer) get(ctx context.Context, ref eris.Ref) ([]byte, error) {
 	if err == nil || ctx.Err() != nil {
 		return b, err
 	}
-	cause := p.failedSince(start)
-	// A request its connection's end cancelled may return before go-coap
-	// has reported why: give the report a moment.
-	for wait := time.Millisecond; cause == nil && errors.Is(err, context.Canceled) && wait < 128*time.Millisecond; wait *= 2 {
-		time.Sleep(wait)
-		cause = p.failedSince(start)
+	next, cause := p.failedSince(start)
+	if cause == nil && errors.Is(err, context.Canceled) {
+		// A request its connection's end cancelled may return before
+		// go-coap has reported why: give the report a moment.
+		t := time.NewTimer(128 * time.Millisecond)
+		select {
+		case <-next:
+			_, cause = p.failedSince(start)
+		case <-t.C:
+		}
+		t.Stop()
 	}
 	if cause != nil && !errors.Is(err, cause) {
 		err = &connError{cause: cause, err: err}

@@ -340,11 +340,11 @@ func (pl *Pool) attempt(ctx context.Context, c candidate, ref eris.Ref, hedge bo
 	pp := c.pp
 	r := attemptResult{c: c}
 	defer func() { out <- r }()
-	var slots []chan struct{}
+	sems := []chan struct{}{pp.window}
 	if eris.IsBackground(ctx) {
-		slots = append(slots, pp.bg)
+		sems = []chan struct{}{pp.bg, pp.window}
 	}
-	for _, sem := range append(slots, pp.window) {
+	for _, sem := range sems {
 		select {
 		case sem <- struct{}{}:
 			defer func() { <-sem }()

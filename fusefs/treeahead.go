@@ -102,15 +102,21 @@ func (a *treeAhead) openedExecutable(e *erisfs.Entry, size int64) {
 	go func() {
 		ctx, cancel := context.WithTimeout(a.m.base, 4*a.m.opts.Deadline)
 		defer cancel()
-		if _, err := a.m.tree.Prefetch(ctx, e, aheadExecConc); err != nil {
-			if a.m.base.Err() == nil {
-				a.m.log.Debug("prefetch of an executable failed", "path", e.Path(), "err", err)
-			}
-			return
+		if _, err := a.prefetch(ctx, e, aheadExecConc); err != nil && a.m.base.Err() == nil {
+			a.m.log.Debug("prefetch of an executable failed", "path", e.Path(), "err", err)
 		}
-		a.m.st.aheadFiles.Add(1)
-		a.m.st.aheadBytes.Add(size)
 	}()
+}
+
+// prefetch fetches the whole of e into the block cache and counts it.
+func (a *treeAhead) prefetch(ctx context.Context, e *erisfs.Entry, conc int) (int64, error) {
+	n, err := a.m.tree.Prefetch(ctx, e, conc)
+	if err != nil {
+		return 0, err
+	}
+	a.m.st.aheadFiles.Add(1)
+	a.m.st.aheadBytes.Add(n)
+	return n, nil
 }
 
 // advance makes i the furthest file opened: what was prefetched up to it
@@ -153,11 +159,7 @@ func (a *treeAhead) fetch(i int) {
 		n, err = a.m.tree.Size(ctx, e)
 	}
 	if err == nil && n <= limit {
-		n, err = a.m.tree.Prefetch(ctx, e, aheadFileConc)
-		if err == nil {
-			a.m.st.aheadFiles.Add(1)
-			a.m.st.aheadBytes.Add(n)
-		}
+		n, err = a.prefetch(ctx, e, aheadFileConc)
 	}
 	if err != nil && a.m.base.Err() == nil {
 		a.m.log.Debug("tree-ahead stopped", "path", e.Path(), "err", err)
