@@ -115,3 +115,13 @@ func locationCost(l narinfo.Location, narSize int64) int64 {
 	}
 	return narSize
 }
+
+// Possible returns the sources of n's nar by what the narinfo says alone,
+// nothing counted: empty when no source could produce it.
+func (c *Chooser) Possible(n *narinfo.Narinfo, x Extra) []Option {
+	f := Facts{NarSize: n.NarSize, Locations: n.Locations}
+	_, err := n.Capability()
+	f.Tree = err == nil && c.opts.Blocks != nil
+	f.ERISNar = !x.ERISNar.IsZero() && c.opts.Blocks != nil && usableCompression(x.ERISNarCompression)
+	return Choose(f, c.opts.Force)
+}

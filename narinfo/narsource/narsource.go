@@ -236,7 +236,7 @@ func (c *Chooser) Write(ctx context.Context, w io.Writer, n *narinfo.Narinfo, x 
 			res.Kind, res.URL = o.Kind, url
 			return res, fmt.Errorf("nar of %s from %s: %w", n.StorePath, a, err)
 		}
-		c.log.Warn("nar source failed before the first byte; trying the next", "path", n.StorePath, "source", o.Kind, "url", url, "err", err)
+		c.log.Warn("nar source failed before the first byte", "path", n.StorePath, "source", o.Kind, "url", url, "err", err)
 		res.Attempts = append(res.Attempts, a)
 	}
 	return res, &NoSourceError{StorePath: n.StorePath, Attempts: res.Attempts}
