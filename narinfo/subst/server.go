@@ -488,6 +488,9 @@ func (s *Server) nar(w http.ResponseWriter, r *http.Request, base string) {
 		w.WriteHeader(http.StatusOK)
 	}}
 	res, err := s.src.Write(ctx, cw, it.up, it.x)
+	if err == nil {
+		err = cw.commit()
+	}
 	s.count(res, err == nil)
 	if err == nil {
 		s.nars.Add(1)
@@ -513,22 +516,49 @@ func (s *Server) nar(w http.ResponseWriter, r *http.Request, base string) {
 	text(w, code, strings.ReplaceAll(err.Error(), "\n", " ")+"\n")
 }
 
-// countingWriter counts the bytes passed to w, and calls start before the
-// first.
+// holdFirst is how much of a nar the server keeps before it commits to a
+// 200 response: a nar smaller than this that fails (a tampered upstream
+// nar, a missing block) is answered with an error status rather than a
+// connection closed early, which Guix reports with a backtrace.
+const holdFirst = 64 << 10
+
+// countingWriter passes a nar on to w, counting the bytes: the first
+// holdFirst bytes are kept until there are that many, or until commit;
+// start is called before the first byte reaches w.
 type countingWriter struct {
 	w     io.Writer
 	n     *atomic.Int64
-	sent  int64
+	sent  int64 // bytes passed to w
 	start func()
+	held  []byte
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
-	if c.start != nil && len(p) > 0 {
-		c.start()
-		c.start = nil
+	if c.start != nil {
+		c.held = append(c.held, p...)
+		if len(c.held) < holdFirst {
+			return len(p), nil
+		}
+		if err := c.commit(); err != nil {
+			return 0, err
+		}
+		return len(p), nil
 	}
 	n, err := c.w.Write(p)
 	c.sent += int64(n)
 	c.n.Add(int64(n))
 	return n, err
+}
+
+// commit starts the response and writes what is held.
+func (c *countingWriter) commit() error {
+	if c.start == nil {
+		return nil
+	}
+	c.start()
+	c.start = nil
+	held := c.held
+	c.held = nil
+	_, err := c.Write(held)
+	return err
 }
