@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 
 	"erismount/narinfo"
 	"erismount/narinfo/compress"
@@ -108,8 +109,12 @@ func Choose(f Facts, force Kind) []Option {
 	return opts
 }
 
-// locationCost is a location's FileSize, or NarSize when it is not stated.
+// locationCost is a location's FileSize, or NarSize when it is not
+// stated; nothing for a local file.
 func locationCost(l narinfo.Location, narSize int64) int64 {
+	if strings.HasPrefix(l.URL, "file:") {
+		return 0
+	}
 	if l.FileSize > 0 {
 		return l.FileSize
 	}

@@ -45,6 +45,9 @@ func TestChoose(t *testing.T) {
 		{"forced upstream, no location",
 			Facts{NarSize: 20_000, Tree: true, TreeBytes: 24_000},
 			Upstream, nil},
+		{"a local file moves nothing",
+			Facts{NarSize: 20_000, Tree: true, TreeBytes: 24_000, TreeHeld: 12_000, Locations: []narinfo.Location{xz, {URL: "file:///srv/cache/nar/a.nar.zst", Compression: "zstd", FileSize: 3_200}}},
+			"", []string{"upstream[1] (0 bytes)", "upstream[0] (3000 bytes)", "tree (12000 bytes)"}},
 		{"nothing", Facts{NarSize: 20_000}, "", nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
