@@ -132,6 +132,15 @@ func isTimeout(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
 }
 
+// Resetter is a writer that may hold the first bytes of a nar before it
+// commits them (a server holding them for a clean error status): Reset
+// discards what it holds and reports whether nothing went further, in
+// which case Write tries the next source as if no byte had been written.
+type Resetter interface {
+	io.Writer
+	Reset() bool
+}
+
 // Chooser writes nars from the cheapest source that works.
 type Chooser struct {
 	opts   Options
@@ -211,7 +220,8 @@ func (c *Chooser) treeHeld(ctx context.Context, rc eris.ReadCapability) (erisfs.
 
 // Write writes the nar of n to w from the first source, in the order of
 // Choose, that works, and says which (see the package documentation for
-// what happens on a failure). On an error after Result.Sent > 0 bytes, w
+// what happens on a failure; a w that is a Resetter lets a source that
+// failed after writing into it give way to the next). On an error after Result.Sent > 0 bytes, w
 // holds a nar cut short: the caller must abort whatever w feeds.
 func (c *Chooser) Write(ctx context.Context, w io.Writer, n *narinfo.Narinfo, x Extra) (Result, error) {
 	f := c.Facts(ctx, n, x)
@@ -232,6 +242,9 @@ func (c *Chooser) Write(ctx context.Context, w io.Writer, n *narinfo.Narinfo, x 
 			c.fail(n.StorePath, o.Kind)
 		}
 		a := Attempt{Option: o, URL: url, Err: err}
+		if r, ok := w.(Resetter); ok && cw.n > 0 && ctx.Err() == nil && r.Reset() {
+			cw.n = 0 // nothing went out: as if nothing had been written
+		}
 		if cw.n > 0 || ctx.Err() != nil {
 			res.Kind, res.URL = o.Kind, url
 			return res, fmt.Errorf("nar of %s from %s: %w", n.StorePath, a, err)

@@ -248,6 +248,20 @@ func TestWrite(t *testing.T) {
 		}
 		check(t, c, Extra{}, Tree)
 	})
+	t.Run("held-bytes-reset-and-the-next-source", func(t *testing.T) {
+		it.b.local = eristest.NewStore()
+		it.tamper.Store(true)
+		defer it.tamper.Store(false)
+		var out holding
+		res, err := it.chooser(t, "").Write(ctx, &out, it.n, Extra{})
+		// The next source is the zstd nar, which is right.
+		if err != nil || res.URL != it.n.Locations[1].URL || !bytes.Equal(out.Bytes(), it.nar) {
+			t.Fatalf("%v from %s (attempts %v)", err, res.Kind, res.Attempts)
+		}
+		if len(res.Attempts) != 1 || !errors.Is(res.Attempts[0].Err, narinfo.ErrMismatch) {
+			t.Errorf("attempts %v, want the upstream's mismatch", res.Attempts)
+		}
+	})
 	t.Run("nothing-can-start", func(t *testing.T) {
 		n := *it.n
 		n.ERIS = eris.ReadCapability{}
@@ -291,6 +305,11 @@ func TestWrite(t *testing.T) {
 		}
 	})
 }
+
+// holding is a Resetter that never sends anything on.
+type holding struct{ bytes.Buffer }
+
+func (h *holding) Reset() bool { h.Buffer.Reset(); return true }
 
 // bzip2 compresses with the bzip2 tool (Go has no bzip2 writer).
 func bzip2(t *testing.T, b []byte) []byte {

@@ -550,6 +550,15 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// Reset discards what is held, if nothing was sent yet (narsource.Resetter).
+func (c *countingWriter) Reset() bool {
+	if c.start == nil {
+		return false
+	}
+	c.held = c.held[:0]
+	return true
+}
+
 // commit starts the response and writes what is held.
 func (c *countingWriter) commit() error {
 	if c.start == nil {

@@ -170,7 +170,7 @@ func TestUpstreamProxy(t *testing.T) {
 		t.Errorf("narinfo by an untrusted key: status %d", r.status)
 	}
 	st = srv.Stats()
-	if st.NarsAborted != 1 || st.NarsFailed != 2 || st.Rejected != 1 || st.Sources[narsource.Upstream].Aborted != 2 {
+	if st.NarsAborted != 1 || st.NarsFailed != 2 || st.Rejected != 1 || st.Sources[narsource.Upstream].Aborted != 1 || st.Sources[narsource.Upstream].Failed != 2 {
 		t.Errorf("stats %+v", st)
 	}
 }
