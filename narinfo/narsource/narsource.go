@@ -176,7 +176,7 @@ func New(opts Options) *Chooser {
 // Facts gathers what the choice weighs for n: what is local is counted
 // from the local index, never fetched.
 func (c *Chooser) Facts(ctx context.Context, n *narinfo.Narinfo, x Extra) Facts {
-	f := Facts{NarSize: n.NarSize, Locations: n.Locations, Failed: c.recentFailures(n.StorePath)}
+	f := Facts{NarSize: n.NarSize, Locations: n.Locations, Missing: missingFiles(n.Locations), Failed: c.recentFailures(n.StorePath)}
 	if rc, err := n.Capability(); err == nil && c.opts.Blocks != nil {
 		f.Tree = true
 		f.TreeBytes = int64(float64(n.NarSize) * c.opts.TreeOverhead)
