@@ -14,7 +14,10 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"erismount/eris"
 	"erismount/erisfs"
@@ -181,7 +184,7 @@ func (c *Chooser) Facts(ctx context.Context, n *narinfo.Narinfo, x Extra) Facts 
 		f.Tree = true
 		f.TreeBytes = int64(float64(n.NarSize) * c.opts.TreeOverhead)
 		if c.opts.Local != nil && c.opts.Has != nil {
-			if h, err := c.treeHeld(ctx, rc); err == nil {
+			if h, err := c.treeHeld(ctx, rc, n.NarSize); err == nil {
 				f.TreeBytes, f.TreeHeld, f.TreeExact = h.TotalBytes, h.Bytes, true
 			}
 		}
@@ -205,9 +208,13 @@ func (c *Chooser) Facts(ctx context.Context, n *narinfo.Narinfo, x Extra) Facts 
 	return f
 }
 
-// treeHeld counts the blocks of the tree rc held locally; it fails when
-// the tree's index is not all local.
-func (c *Chooser) treeHeld(ctx context.Context, rc eris.ReadCapability) (erisfs.Holding, error) {
+// treeHeld counts the bytes of the blocks of the tree rc, and of those
+// held locally, from the local index alone (it fails when the index is
+// not all local); nothing is fetched. A file whose size is not local (its
+// rightmost path is missing) is counted at the most its capability allows,
+// at most the nar's size: an upper bound, so the tree is never chosen for
+// blocks it would not have.
+func (c *Chooser) treeHeld(ctx context.Context, rc eris.ReadCapability, narSize int64) (erisfs.Holding, error) {
 	if ok, err := c.opts.Has(ctx, rc.Root()); err != nil || !ok {
 		return erisfs.Holding{}, eris.ErrNotFound
 	}
@@ -215,7 +222,49 @@ func (c *Chooser) treeHeld(ctx context.Context, rc eris.ReadCapability) (erisfs.
 	if err != nil {
 		return erisfs.Holding{}, err
 	}
-	return t.Held(ctx, t.Root(), c.opts.Local, c.opts.Has)
+	var total, held atomic.Int64
+	count := func(ctx context.Context, rc eris.ReadCapability, size int64) error {
+		h, err := eris.CountHeld(ctx, rc, c.opts.Local, c.opts.Has)
+		if err != nil {
+			return err
+		}
+		bs := int64(rc.BlockSize())
+		total.Add(eris.BlockCount(rc, size) * bs)
+		held.Add(h * bs)
+		return nil
+	}
+	if err := count(ctx, rc, int64(t.IndexSize())); err != nil {
+		return erisfs.Holding{}, err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	seen := map[eris.ReadCapability]bool{}
+	for e := range t.All() {
+		if !e.Kind().IsFile() || seen[e.Capability()] {
+			continue
+		}
+		seen[e.Capability()] = true
+		g.Go(func() error {
+			frc := e.Capability()
+			size, ok := e.CachedSize()
+			if !ok {
+				r, err := eris.NewReaderOptions(gctx, frc, c.opts.Local, eris.ReaderOptions{Nodes: c.nodes})
+				if err != nil {
+					return err
+				}
+				if size, err = r.SizeContext(gctx); errors.Is(err, eris.ErrNotFound) {
+					size = min(frc.MaxSize(), narSize)
+				} else if err != nil {
+					return err
+				}
+			}
+			return count(gctx, frc, size)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return erisfs.Holding{}, err
+	}
+	return erisfs.Holding{Bytes: held.Load(), TotalBytes: total.Load()}, nil
 }
 
 // Write writes the nar of n to w from the first source, in the order of

@@ -195,6 +195,32 @@ func TestWrite(t *testing.T) {
 			t.Errorf("moved %d, cost %d: want nothing over the network", res.Moved, res.Options[0].Cost)
 		}
 	})
+	t.Run("tree-mostly-local-takes-the-tree", func(t *testing.T) {
+		// Every block but those of one small file: its size is not local
+		// either, and is bounded by its capability.
+		it.b.local = eristest.NewStore()
+		tree, err := erisfs.Open(ctx, it.n.ERIS, it.b.peer, erisfs.OpenOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := tree.Lookup("lib/f03.txt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		skip := map[eris.Ref]bool{}
+		eris.Walk(ctx, e.Capability(), it.b.peer, func(ref eris.Ref, level int) error { skip[ref] = true; return nil })
+		for _, ref := range it.b.peer.Refs() {
+			if !skip[ref] {
+				blk, _ := it.b.peer.GetBlock(ctx, ref)
+				it.b.local.PutBlock(ctx, ref, blk)
+			}
+		}
+		it.b.remote.Store(0)
+		res := check(t, it.chooser(t, ""), Extra{}, Tree)
+		if res.Moved == 0 || res.Moved > res.Options[0].Cost || res.Options[0].Cost > 32<<10 {
+			t.Errorf("moved %d, cost %d: want the one file's blocks, within the estimate", res.Moved, res.Options[0].Cost)
+		}
+	})
 	t.Run("eris-nar-local-takes-it", func(t *testing.T) {
 		it.b.local = eristest.NewStore()
 		if err := eris.Walk(ctx, it.x.ERISNar, it.b.peer, func(ref eris.Ref, level int) error {
