@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -147,23 +146,18 @@ func (s *Server) Unmount() error {
 
 // Close unmounts the tree; if files below it are still open it detaches
 // it lazily instead (MNT_DETACH, or fusermount3 -u -z), so the directory is
-// free at once. A detached tree is served to its open files until they
-// are closed or this process exits. Close is idempotent.
+// free at once, and returns. A detached tree is served to its open files
+// until the kernel lets go of the last of them (they are all closed), when
+// Done is closed; or until this process exits, when they fail with ENOTCONN.
+// Close is idempotent.
 func (s *Server) Close() error {
 	var err error
 	s.once.Do(func() {
 		if err = s.Unmount(); err == nil {
 			return
 		}
-		s.m.log.Warn("unmount failed, detaching lazily", "dir", s.dir, "err", err)
+		s.m.log.Info("unmount failed, detaching lazily", "dir", s.dir, "err", err)
 		err = Detach(s.dir)
-		s.cancel()
-		if err == nil {
-			select {
-			case <-s.done:
-			case <-time.After(time.Second):
-			}
-		}
 	})
 	return err
 }

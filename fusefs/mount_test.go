@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"erismount/eris"
 	"erismount/eris/eristest"
@@ -215,7 +216,8 @@ func TestMountErrors(t *testing.T) {
 }
 
 // TestUnmountBusy: with a file open, Unmount fails with ErrBusy and the
-// tree stays usable; Close detaches it anyway.
+// tree stays usable; Close detaches it anyway, and the server goes on until
+// that file is closed.
 func TestUnmountBusy(t *testing.T) {
 	testenv.RequireFUSE(t)
 	p := publish(t, testenv.Sample())
@@ -247,10 +249,22 @@ func TestUnmountBusy(t *testing.T) {
 	if fusefs.IsMountPoint(dir) {
 		t.Fatalf("%s still a mount point after Close", dir)
 	}
-	// The open file still reads: a detached mount serves its open files.
+	// The open file still reads: a detached mount serves its open files,
+	// and goes on serving until the last of them is closed.
 	b := make([]byte, 8)
 	if _, err := f.ReadAt(b, 0); err != nil || !bytes.Equal(b, []byte("A sample")) {
 		t.Errorf("open file after detach: %q, %v", b, err)
+	}
+	select {
+	case <-srv.Done():
+		t.Fatal("the detached mount ended while a file below it was open")
+	default:
+	}
+	f.Close()
+	select {
+	case <-srv.Done():
+	case <-time.After(time.Minute): // a hang check: the kernel ends the connection at the close
+		t.Fatal("the detached mount still served a minute after its last open file was closed")
 	}
 }
 

@@ -53,8 +53,11 @@ attributes user.eris.urn and user.eris.local tell what a file is and whether
 all of it is here ("getfattr -n user.eris.local FILE": 1.0000 means it reads
 offline).
 
-It runs in the foreground until SIGINT or SIGTERM, then unmounts (lazily if
-files are still open); "fusermount3 -u DIR" also ends it. With
+It runs in the foreground until SIGINT or SIGTERM, then unmounts; if files
+are still open below DIR it detaches the tree (DIR is free at once) and
+serves those files until the last one is closed, then exits — a second
+signal stops it at once, and the open files fail. "fusermount3 -u DIR"
+also ends it. With
 --foreground=false it returns once the tree is mounted and serves it in the
 background.
 
@@ -127,7 +130,9 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 	if err != nil {
 		return fmt.Errorf("open the tree: %w", err)
 	}
-	srv, err := fusefs.Mount(ctx, dir, tree, fusefs.Options{
+	// The mount outlives the first signal: a lazily detached tree serves
+	// its open files until they are closed (see serveDetached).
+	srv, err := fusefs.Mount(context.WithoutCancel(ctx), dir, tree, fusefs.Options{
 		Deadline:   f.deadline,
 		Local:      src.Store,
 		Readahead:  f.readahead,
@@ -165,11 +170,35 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 		if err := srv.Close(); err != nil {
 			return err
 		}
+		if err := a.serveDetached(srv); err != nil {
+			return err
+		}
 	case <-srv.Done():
 		a.log.Info("unmounted from outside", "dir", srv.Dir())
 	}
 	st := srv.Stats()
 	a.log.Info("mount ended", "reads", st.Reads, "read_bytes", st.ReadBytes, "eio", st.EIO, "timeouts", st.Timeouts)
+	return nil
+}
+
+// serveDetached waits, after Close, until a tree that Close had to detach
+// lazily (files were open below it) is no longer used: the kernel ends
+// the FUSE connection when the last open file is closed. Exiting sooner
+// would break those files ("Transport endpoint is not connected") and any
+// program running from the tree. A second SIGINT/SIGTERM stops at once.
+func (a *app) serveDetached(srv *fusefs.Server) error {
+	select {
+	case <-srv.Done():
+		return nil
+	default:
+	}
+	a.log.Warn("files are open below the mount: detached it, serving them until they are closed (signal again to stop now)", "dir", srv.Dir())
+	select {
+	case <-srv.Done():
+		a.log.Info("the last open file was closed", "dir", srv.Dir())
+	case <-a.forced:
+		a.log.Warn("stopping with files still open below the detached mount: they fail from now on", "dir", srv.Dir())
+	}
 	return nil
 }
 
