@@ -183,13 +183,14 @@ func TestSingleFileTree(t *testing.T) {
 	}
 }
 
-// TestMountErrors: a missing, non-directory or busy mount point is refused
-// with an error saying so.
+// TestMountErrors: a missing, non-directory, busy or non-empty mount point
+// is refused with an error saying so.
 func TestMountErrors(t *testing.T) {
 	testenv.RequireFUSE(t)
 	p := publish(t, testenv.Spec{"a": testenv.File("a")})
 	busy := testenv.Mount(t, p.tree, fusefs.Options{}).Dir()
-	file := filepath.Join(t.TempDir(), "file")
+	parent := t.TempDir()
+	file := filepath.Join(parent, "file")
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -201,6 +202,7 @@ func TestMountErrors(t *testing.T) {
 		{"missing", filepath.Join(t.TempDir(), "nope"), fs.ErrNotExist, "does not exist"},
 		{"not a directory", file, nil, "not a directory"},
 		{"busy", busy, fusefs.ErrBusy, "mounted there already"},
+		{"not empty", parent, fusefs.ErrNotEmpty, `not empty (it holds "file")`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, err := fusefs.Mount(context.Background(), tc.dir, p.tree, fusefs.Options{})
@@ -212,6 +214,30 @@ func TestMountErrors(t *testing.T) {
 				t.Errorf("error %q: want one matching %v that says %q and names %s", err, tc.is, tc.says, tc.dir)
 			}
 		})
+	}
+}
+
+// TestMountNonEmpty: with NonEmpty a tree mounts over a directory that
+// holds files, hiding them until it is unmounted.
+func TestMountNonEmpty(t *testing.T) {
+	testenv.RequireFUSE(t)
+	p := publish(t, testenv.Spec{"a": testenv.File("mounted")})
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "hidden"), []byte("under"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := testenv.MountAt(t, dir, p.tree, fusefs.Options{NonEmpty: true})
+	if got, err := os.ReadFile(filepath.Join(dir, "a")); err != nil || string(got) != "mounted" {
+		t.Errorf("a: %q, %v", got, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "hidden")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the file under the mount: %v, want it hidden", err)
+	}
+	if err := srv.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "hidden")); err != nil || string(got) != "under" {
+		t.Errorf("after unmount, the file under it: %q, %v", got, err)
 	}
 }
 

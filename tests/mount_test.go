@@ -137,6 +137,7 @@ func TestCLIMountErrors(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	full := filepath.Dir(file) // holds file
 	busy := t.TempDir()
 	p := testenv.Start(t, rc.URN(), busy, "--store", store)
 	testenv.WaitMounted(t, p, busy, mountTimeout)
@@ -167,6 +168,7 @@ func TestCLIMountErrors(t *testing.T) {
 		{"unreachable UDP peer", append([]string{rc.URN(), t.TempDir()}, refusedUDP...), 3, "coap://127.0.0.1:1/.well-known/eris: connection refused"},
 		{"not a directory", []string{rc.URN(), file}, 2, "not a directory"},
 		{"busy directory", []string{rc.URN(), busy}, 1, "mounted there already"},
+		{"non-empty directory", []string{rc.URN(), full}, 2, `is not empty (it holds "file"): the mount would hide what is there: mount point not empty (pass --nonempty`},
 		{"malformed URN", []string{"urn:eris:nonsense", t.TempDir()}, 2, "urn"},
 		{"one argument", []string{"mount", rc.URN()}, 2, "arg"},
 		{"unknown tree, no peers", []string{unknown.URN(), t.TempDir(), "--deadline", "200ms"}, 3, "not found"},
@@ -181,6 +183,24 @@ func TestCLIMountErrors(t *testing.T) {
 				t.Errorf("exit code %d, stderr %q; want %d and a message saying %q", code, stderr, tc.code, tc.says)
 			}
 		})
+	}
+}
+
+// TestCLIMountNonEmpty: --nonempty mounts over a directory that holds
+// files (without it the mount is refused: TestCLIMountErrors), and they are
+// there again once it is unmounted.
+func TestCLIMountNonEmpty(t *testing.T) {
+	src, store, rc := offlineSample(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "under"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := testenv.Start(t, "mount", rc.URN(), dir, "--store", store, "--nonempty")
+	testenv.WaitMounted(t, p, dir, mountTimeout)
+	testenv.CompareDirs(t, src, dir)
+	p.Interrupt(t, dir)
+	if got, err := os.ReadFile(filepath.Join(dir, "under")); err != nil || string(got) != "x" {
+		t.Errorf("the file under the mount after it: %q, %v", got, err)
 	}
 }
 

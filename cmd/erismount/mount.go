@@ -35,6 +35,7 @@ type mountFlags struct {
 	treeAhead  int
 	fileName   string
 	debug      bool
+	nonEmpty   bool
 }
 
 func newMountCmd(a *app) *cobra.Command {
@@ -43,7 +44,7 @@ func newMountCmd(a *app) *cobra.Command {
 		Use:   "mount URN DIR",
 		Short: "Mount a capability read-only at DIR, fetching blocks only as they are read",
 		Long: `Mount the ERIS-FS tree named by URN read-only at DIR (an existing, empty
-directory). Blocks are fetched only when read — from the block store (--store),
+directory; --nonempty mounts over one that holds files, hiding them). Blocks are fetched only when read — from the block store (--store),
 else from the peers (--peer) — verified, and kept in the store; the mounted
 tree's blocks are pinned there while it is mounted.
 
@@ -81,6 +82,7 @@ background.
 	fl.IntVar(&f.treeAhead, "tree-ahead", fusefs.DefaultTreeAhead, "bytes of the following files to fetch ahead of a reader that goes through the tree in order, as tar does; executables up to a quarter of it are fetched whole when opened (0 turns both off)")
 	fl.StringVar(&f.fileName, "file-name", fusefs.DefaultFileName, "name of the file in DIR when the tree is a single file")
 	fl.BoolVar(&f.debug, "debug-fuse", false, "log every FUSE request (with -v)")
+	fl.BoolVar(&f.nonEmpty, "nonempty", false, "mount over a directory that holds files, hiding them while mounted (refused otherwise)")
 	a.addMetricsFlag(cmd)
 	return cmd
 }
@@ -108,6 +110,9 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 		if err == nil {
 			return usageError{fmt.Errorf("mount point %s is not a directory", dir)}
 		}
+	}
+	if _, err := fusefs.CheckMountPoint(dir, f.nonEmpty); errors.Is(err, fusefs.ErrNotEmpty) {
+		return usageError{fmt.Errorf("%w (pass --nonempty to mount over it anyway)", err)}
 	}
 	src, err := a.openSource(ctx)
 	if err != nil {
@@ -141,6 +146,7 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 		AllowOther: f.allowOther,
 		Logger:     a.log,
 		Debug:      f.debug,
+		NonEmpty:   f.nonEmpty,
 	})
 	if err != nil {
 		return err
