@@ -130,8 +130,8 @@ func TestCopyInCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := "1h9kqc2m3vrm8yfdab3lw9ajxgg9xjr5-erismount-tree-1.0"
-	writeNarinfo := func(name string, sum nar.Sum) string {
-		n := &narinfo.Narinfo{StorePath: "/gnu/store/" + base, NarHash: sum.Hash, NarSize: sum.Size, ERIS: rc, References: []string{}}
+	writeNarinfoAs := func(name, storePath string, sum nar.Sum) string {
+		n := &narinfo.Narinfo{StorePath: storePath, NarHash: sum.Hash, NarSize: sum.Size, ERIS: rc, References: []string{}}
 		raw, err := n.Sign(narinfo.ERISv4, key, "test")
 		if err != nil {
 			t.Fatal(err)
@@ -140,6 +140,7 @@ func TestCopyInCLI(t *testing.T) {
 		os.WriteFile(p, raw, 0o644)
 		return p
 	}
+	writeNarinfo := func(name string, sum nar.Sum) string { return writeNarinfoAs(name, "/gnu/store/"+base, sum) }
 	good := writeNarinfo("good.narinfo", hw.Sum())
 	bad := hw.Sum()
 	bad.Hash[0] ^= 1
@@ -150,6 +151,15 @@ func TestCopyInCLI(t *testing.T) {
 	stdout, stderr, code := cli(t, "", "--store", blocks, "copy-in", "--narinfo", altered, "--acl", acl, "--store-dir", store)
 	if code != exitCorrupt {
 		t.Fatalf("altered NarHash: exit %d, %s", code, stderr)
+	}
+	if es, _ := os.ReadDir(store); len(es) != 0 {
+		t.Fatalf("something landed: %v", es)
+	}
+	// Right content, valid signature, but signed for another store.
+	other := writeNarinfoAs("other.narinfo", "/srv/other/"+base, hw.Sum())
+	_, stderr, code = cli(t, "", "--store", blocks, "copy-in", "--narinfo", other, "--acl", acl, "--store-dir", store)
+	if code != exitCorrupt || !strings.Contains(stderr, "/srv/other/"+base) || !strings.Contains(stderr, store) {
+		t.Fatalf("item of /srv/other into %s: exit %d, %s; want 4 naming both", store, code, stderr)
 	}
 	if es, _ := os.ReadDir(store); len(es) != 0 {
 		t.Fatalf("something landed: %v", es)
