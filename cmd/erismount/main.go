@@ -22,6 +22,7 @@ import (
 
 	"erismount/eris"
 	"erismount/fetcher"
+	"erismount/narinfo/nar"
 )
 
 func main() {
@@ -55,7 +56,7 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.As(err, &ec):
 		return ec.ExitCode()
-	case errors.As(err, &ue), errors.Is(err, eris.ErrMalformed):
+	case errors.As(err, &ue), errors.Is(err, eris.ErrMalformed), errors.Is(err, nar.ErrFormat):
 		return exitUsage
 	case errors.Is(err, eris.ErrCorrupt):
 		return exitCorrupt
