@@ -181,3 +181,44 @@ func TestCopyInCLI(t *testing.T) {
 		t.Fatalf("no --narinfo: exit %d", code)
 	}
 }
+
+// TestKeygenAndNarinfoDirCreated: `narinfo keygen DIR` and `publish
+// --narinfo-dir DIR` make a DIR that does not exist yet (mkdir -p), the
+// key directory private (0700).
+func TestKeygenAndNarinfoDirCreated(t *testing.T) {
+	tmp := t.TempDir()
+	keys := filepath.Join(tmp, "etc", "keys")
+	if _, stderr, code := cli(t, "", "narinfo", "keygen", keys); code != 0 {
+		t.Fatalf("keygen into a missing directory: exit %d: %s", code, stderr)
+	}
+	if fi, err := os.Stat(keys); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("key directory: %v, %v; want mode 0700", fi.Mode(), err)
+	}
+	if _, err := narinfo.ParsePrivateKey(mustRead(t, filepath.Join(keys, "signing-key.sec"))); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(tmp, "item")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "a"), []byte("a"), 0o644)
+	narFile := filepath.Join(tmp, "item.nar")
+	os.WriteFile(narFile, narDump(t, src), 0o644)
+	base := "1h9kqc2m3vrm8yfdab3lw9ajxgg9xjr5-erismount-dir-1.0"
+	narinfos := filepath.Join(tmp, "out", "narinfo")
+	_, stderr, code := cli(t, "", "--store", filepath.Join(tmp, "blocks.sqlite"), "publish", "--key", filepath.Join(keys, "signing-key.sec"),
+		"--store-path", "/gnu/store/"+base, "--nar", narFile, "--references", "none", "--narinfo-dir", narinfos)
+	if code != 0 {
+		t.Fatalf("publish --narinfo-dir into a missing directory: exit %d: %s", code, stderr)
+	}
+	if _, err := narinfo.Parse(mustRead(t, filepath.Join(narinfos, base[:32]+".narinfo"))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
