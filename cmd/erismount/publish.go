@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"erismount/cache"
 	"erismount/eris"
@@ -82,10 +84,20 @@ warning (the tree then no longer matches the original's NarHash).
 			opts := erisfs.EncodeOptions{ContentBlockSize: blockSize, DropUnrepresentable: drop, Logger: a.log}
 			var rc eris.ReadCapability
 			var st erisfs.EncodeStats
+			put := &undoPutter{store: store}
 			if in != nil {
-				rc, st, err = erisfs.EncodeNar(ctx, in, store, opts)
+				rc, st, err = erisfs.EncodeNar(ctx, in, put, opts)
 			} else {
-				rc, st, err = erisfs.EncodeDir(ctx, args[0], store, opts)
+				rc, st, err = erisfs.EncodeDir(ctx, args[0], put, opts)
+			}
+			if err != nil {
+				// A failed publish takes back the blocks it added: in a
+				// content store nothing unpinned is ever evicted.
+				if uerr := put.undo(context.WithoutCancel(ctx)); uerr != nil {
+					a.log.Warn("removing the blocks of a failed publish", "err", uerr)
+				} else {
+					a.log.Info("removed the blocks of a failed publish", "blocks", len(put.added))
+				}
 			}
 			if errors.Is(err, erisfs.ErrUnrepresentable) || errors.Is(err, erisfs.ErrLimit) {
 				return usageError{err}
@@ -117,6 +129,45 @@ warning (the tree then no longer matches the original's NarHash).
 	f.BoolVar(&drop, "drop-unrepresentable", false, "leave out, with a warning, what ERIS-FS cannot hold instead of failing")
 	f.IntVar(&blockSize, "block-size", 0, "block size of file contents, 1024 or 32768 (default: per file, 1024 below 16 KiB, else 32768)")
 	return cmd
+}
+
+// undoPutter puts blocks into store and notes those it added (absent
+// before), so that a failed publish can remove them again. A block that
+// was there already — part of another tree — is never removed.
+type undoPutter struct {
+	store *cache.SQLite
+	mu    sync.Mutex
+	added []eris.Ref
+}
+
+func (u *undoPutter) PutBlock(ctx context.Context, ref eris.Ref, block []byte) error {
+	had, err := u.store.Has(ctx, ref)
+	if err != nil {
+		return err
+	}
+	if err := u.store.PutBlock(ctx, ref, block); err != nil {
+		return err
+	}
+	if !had {
+		u.mu.Lock()
+		u.added = append(u.added, ref)
+		u.mu.Unlock()
+	}
+	return nil
+}
+
+// undo deletes the blocks u added, many at a time (the store's writer
+// commits concurrent deletes together).
+func (u *undoPutter) undo(ctx context.Context) error {
+	u.mu.Lock()
+	added := u.added
+	u.mu.Unlock()
+	var g errgroup.Group
+	g.SetLimit(64)
+	for _, ref := range added {
+		g.Go(func() error { return u.store.Delete(ctx, ref) })
+	}
+	return g.Wait()
 }
 
 // pinTree pins every block of the tree rc (already stored) under its URN,

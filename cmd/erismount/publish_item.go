@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strings"
@@ -122,7 +123,15 @@ func (a *app) publishItems(ctx context.Context, f *itemFlags, args []string, nar
 		opts.Host, _ = os.Hostname()
 	}
 	if f.narinfoDir != "" {
-		if fi, err := os.Stat(f.narinfoDir); err != nil || !fi.IsDir() {
+		fi, err := os.Stat(f.narinfoDir)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			// Narinfos are public: a missing directory is made as
+			// mkdir -p would.
+			if err := os.MkdirAll(f.narinfoDir, 0o755); err != nil {
+				return fmt.Errorf("--narinfo-dir: %w", err)
+			}
+		case err != nil || !fi.IsDir():
 			return usageError{fmt.Errorf("--narinfo-dir %s: not a directory (%v)", f.narinfoDir, err)}
 		}
 	}
