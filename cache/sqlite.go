@@ -552,6 +552,11 @@ func (s *SQLite) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 		return nil, eris.NotFound(ref)
 	case errors.Is(err, errNotBlob):
 		return nil, s.damage(ref, err)
+	case damagedFile(err) && !s.memoryOnly:
+		// The file's structure is broken: Tiered asks the peers, and
+		// Close moves the file aside.
+		s.corrupt.Store(true)
+		return nil, fmt.Errorf("cache: get block %s from %s: %w (the file is damaged; it will be moved aside when the store is closed)", ref, s.path, err)
 	case err != nil:
 		return nil, fmt.Errorf("cache: get block %s from %s: %w", ref, s.path, err)
 	}
