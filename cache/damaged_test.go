@@ -11,6 +11,7 @@ import (
 
 	"erismount/cache"
 	"erismount/eris"
+	"erismount/eris/eristest"
 )
 
 // garblePage overwrites page n (1-based) of the file at path with garbage,
@@ -143,4 +144,102 @@ func TestSQLiteDamagedFile(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSQLiteDamagedInUse: damage that opening does not reach (a page in
+// the middle of the bytes) shows on first use: reads go to the remote, one
+// warning is logged for the disk, and Close moves the file aside, saying so
+// once with the pins lost, so that the next open starts fresh.
+func TestSQLiteDamagedInUse(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "blocks.sqlite")
+	s, err := cache.OpenSQLite(path, cache.SQLiteOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs := blocks(1, 60, eris.BlockSize32K)
+	p, err := s.Pin(ctx, "urn:eris:KEPT")
+	if err != nil {
+		t.Fatal(err)
+	}
+	putAll(t, p.View(s), bs[:40])
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	garblePage(t, path, middlePage(t, path))
+
+	log, rec := newLogRecorder(t)
+	s, err = cache.OpenSQLite(path, cache.SQLiteOptions{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := eristest.NewStore()
+	putAll(t, remote, bs)
+	tiered := cache.NewTiered(cache.TieredOptions{Memory: cache.NewMemory(8 << 20), Disk: s, Remote: remote, Logger: log})
+	for _, b := range bs {
+		if got, err := tiered.GetBlock(ctx, b.ref); err != nil || !bytes.Equal(got, b.b) {
+			t.Fatalf("read over a damaged file: %v", err)
+		}
+	}
+	tiered.Flush(ctx)
+	if err := tiered.Close(); err != nil {
+		t.Log(err)
+	}
+	if n := rec.count(slog.LevelWarn, "cache disk reads fail"); n != 1 {
+		t.Errorf("%d warnings about failing disk reads; want 1", n)
+	}
+	if err := s.Close(); err != nil {
+		t.Log(err)
+	}
+	if n := rec.count(slog.LevelError, "moved it aside"); n != 1 {
+		t.Fatalf("%d lines saying the file was moved aside; want 1", n)
+	}
+	r, _ := rec.find("moved it aside")
+	var text strings.Builder
+	r.Attrs(func(a slog.Attr) bool { text.WriteString(a.Key + "=" + a.Value.String() + " "); return true })
+	if !strings.Contains(text.String(), "lost_pins=urn:eris:KEPT") {
+		t.Errorf("the log line %s should name the lost pin", text.String())
+	}
+	aside, _ := filepath.Glob(path + ".damaged-*[0-9Z]")
+	if len(aside) != 1 {
+		t.Fatalf("files moved aside: %v", aside)
+	}
+	s, err = cache.OpenSQLite(path, cache.SQLiteOptions{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if st, err := s.Stats(ctx); err != nil || st.Blocks != 0 || st.Replaced != nil {
+		t.Errorf("after the damaged file was moved aside: %+v, %v; want a fresh store", st, err)
+	}
+}
+
+// middlePage returns a page in the middle of the file that is no table's
+// or index's root: the overflow page of some block's bytes.
+func middlePage(t *testing.T, path string) int64 {
+	t.Helper()
+	db := rawDB(t, path)
+	defer db.Close()
+	var pages int64
+	if err := db.QueryRow(`PRAGMA page_count`).Scan(&pages); err != nil {
+		t.Fatal(err)
+	}
+	roots := map[int64]bool{}
+	rows, err := db.Query(`SELECT rootpage FROM sqlite_schema`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var r int64
+		rows.Scan(&r)
+		roots[r] = true
+	}
+	rows.Close()
+	for p := pages / 2; p < pages; p++ {
+		if !roots[p] {
+			return p
+		}
+	}
+	t.Fatal("no page to damage")
+	return 0
 }

@@ -162,6 +162,7 @@ type SQLite struct {
 	lastFail   atomic.Int64 // time of the last failed write transaction (UnixNano)
 	staleRetry atomic.Bool  // dropping stale mount pins failed at open: retry once writes work
 	corrupt    atomic.Bool  // SQLite found the file damaged while in use: move it aside on Close
+	opening    atomic.Bool  // in setup: OpenSQLite reports failures, the writer need not
 
 	evicted, damaged, rejected, commits, failed, refused atomic.Int64
 }
@@ -359,8 +360,10 @@ func (s *SQLite) setup(wdb, rdb *sql.DB) (err error) {
 		return err
 	}
 	s.clock.Store(clock)
+	s.opening.Store(true)
 	go s.run()
 	started = true
+	defer s.opening.Store(false)
 	// Dropping stale pins is a write: on a full disk it fails, and the
 	// store goes on degraded (the writer logs it) and retries on recovery.
 	if err := s.sync(ctx, s.dropStalePins()); err != nil {
