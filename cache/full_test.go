@@ -409,3 +409,36 @@ func TestSQLiteFilesWithinCap(t *testing.T) {
 		t.Errorf("%d warnings", n)
 	}
 }
+
+// TestTieredWriteBackFailuresLogOnce: when pinned blocks fill the hard cap,
+// every block fetched afterwards fails to be written back; that is logged
+// once and counted, not logged per block.
+func TestTieredWriteBackFailuresLogOnce(t *testing.T) {
+	ctx := context.Background()
+	log, rec := newLogRecorder(t)
+	s := openSQLite(t, cache.SQLiteOptions{SoftQuota: 8 * eris.BlockSize32K, HardCap: 8 * eris.BlockSize32K, Logger: log})
+	pin, err := s.Pin(ctx, "urn:eris:FULL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	putAll(t, pin.View(s), blocks(1, 8, eris.BlockSize32K))
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	remote := eristest.NewStore()
+	content := blocks(100, 40, eris.BlockSize32K)
+	putAll(t, remote, content)
+	tiered := newTiered(t, cache.TieredOptions{Memory: cache.NewMemory(4 << 20), Disk: s, Remote: remote, Logger: log})
+	for _, b := range content {
+		get(t, tiered, b)
+	}
+	if err := tiered.Flush(ctx); !errors.Is(err, cache.ErrFull) {
+		t.Errorf("Flush: %v; want ErrFull reported", err)
+	}
+	if st := tiered.Stats(); st.WriteBackErrors != int64(len(content)) {
+		t.Errorf("%d write-back errors counted; want %d", st.WriteBackErrors, len(content))
+	}
+	if n := rec.count(slog.LevelWarn, ""); n != 1 {
+		t.Errorf("%d warnings for %d blocks not written back; want 1", n, len(content))
+	}
+}

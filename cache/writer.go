@@ -217,10 +217,13 @@ func (s *SQLite) write(batch []op, touches map[eris.Ref]int64) {
 			}
 		}
 		err = fmt.Errorf("write transaction of %d operations in %s: %w", len(batch), s.path, err)
-		if damagedFile(err) && !s.memoryOnly {
+		switch {
+		case s.opening.Load() && damagedFile(err):
+			// OpenSQLite replaces the file and says so.
+		case damagedFile(err) && !s.memoryOnly:
 			s.corrupt.Store(true)
 			s.writes.fail(s.log, slog.LevelError, "the block store file is damaged: serving from memory and peers; it will be moved aside when the store is closed", "err", err)
-		} else {
+		default:
 			s.writes.fail(s.log, slog.LevelWarn, "the block store cannot be written: serving from memory and peers, fetched blocks are not kept until it can (failures are counted in metrics)", "err", err)
 		}
 	} else {

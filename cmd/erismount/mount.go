@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"erismount/eris"
 	"erismount/erisfs"
 	"erismount/fetcher"
 	"erismount/fusefs"
@@ -46,7 +47,8 @@ func newMountCmd(a *app) *cobra.Command {
 		Long: `Mount the ERIS-FS tree named by URN read-only at DIR (an existing, empty
 directory; --nonempty mounts over one that holds files, hiding them). Blocks are fetched only when read — from the block store (--store),
 else from the peers (--peer) — verified, and kept in the store; the mounted
-tree's blocks are pinned there while it is mounted.
+tree's index is pinned there while it is mounted, its files are evicted like
+any cached blocks ("erismount pin" keeps a whole tree).
 
 A read that needs blocks no peer delivers within --deadline fails with EIO
 (the missing blocks are logged once); the mount stays usable. The extended
@@ -119,18 +121,22 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 		return err
 	}
 	defer src.Close()
-	// The mounted root is pinned: every block read through the mount is
-	// tagged so the cache never evicts it while mounted.
+	// While mounted, the tree's index is pinned — what browsing needs
+	// offline — so the cache never evicts it. File contents are cached and
+	// evicted like any other blocks: pinning them would let a tree larger
+	// than the cache fill it ("erismount pin" keeps a whole tree).
 	pin, err := src.Store.PinMount(ctx, rc.URN())
 	if err != nil {
 		return err
 	}
 	defer pin.Release(context.WithoutCancel(ctx))
-	blocks := pin.View(src.Tiered)
 
 	// The index may be large: give opening it a dozen deadlines.
 	octx, cancel := context.WithTimeout(ctx, 12*f.deadline)
-	tree, err := erisfs.Open(octx, rc, blocks, erisfs.OpenOptions{GetterVerifies: true})
+	tree, err := erisfs.Open(octx, rc, src.Tiered, erisfs.OpenOptions{GetterVerifies: true})
+	if err == nil {
+		err = eris.Walk(octx, rc, src.Tiered, func(ref eris.Ref, _ int) error { pin.Tag(ref); return nil })
+	}
 	cancel()
 	if err != nil {
 		return fmt.Errorf("open the tree: %w", err)
@@ -152,7 +158,7 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 		return err
 	}
 	if a.metrics != "" {
-		ms := &metricSources{tiered: src.Tiered.Stats, fuse: srv.Stats}
+		ms := &metricSources{tiered: src.Tiered.Stats, store: src.Store.Health, fuse: srv.Stats}
 		if pool, ok := src.Remote.(*fetcher.Pool); ok {
 			ms.peers = pool.Stats
 		}
