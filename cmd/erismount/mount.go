@@ -35,6 +35,7 @@ type mountFlags struct {
 	treeAhead  int
 	fileName   string
 	debug      bool
+	node       nodeFlags
 }
 
 func newMountCmd(a *app) *cobra.Command {
@@ -79,6 +80,7 @@ background.
 	fl.StringVar(&f.fileName, "file-name", fusefs.DefaultFileName, "name of the file in DIR when the tree is a single file")
 	fl.BoolVar(&f.debug, "debug-fuse", false, "log every FUSE request (with -v)")
 	a.addMetricsFlag(cmd)
+	a.addNodeFlags(cmd, &f.node)
 	return cmd
 }
 
@@ -140,10 +142,21 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 	if err != nil {
 		return err
 	}
+	node, listening, err := a.listenNode(ctx, src, f.node)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	if node != nil {
+		defer node.Close()
+	}
 	if a.metrics != "" {
 		ms := &metricSources{tiered: src.Tiered.Stats, fuse: srv.Stats}
 		if pool, ok := src.Remote.(*fetcher.Pool); ok {
 			ms.peers = pool.Stats
+		}
+		if node != nil {
+			ms.server = node.Stats
 		}
 		if _, err := a.serveMetrics(ctx, a.metrics, ms); err != nil {
 			srv.Close()
@@ -152,7 +165,7 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 	}
 	a.log.Info("mounted", "urn", rc.URN(), "dir", srv.Dir(), "entries", tree.Len(), "index_bytes", tree.IndexSize())
 	if a.json {
-		if err := a.printJSON(map[string]any{"urn": rc.URN(), "dir": srv.Dir(), "entries": tree.Len(), "pid": os.Getpid()}); err != nil {
+		if err := a.printJSON(map[string]any{"urn": rc.URN(), "dir": srv.Dir(), "entries": tree.Len(), "pid": os.Getpid(), "listen": listening}); err != nil {
 			srv.Close()
 			return err
 		}
