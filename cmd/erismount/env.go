@@ -58,6 +58,7 @@ type source struct {
 	*cache.Tiered
 	Store  *cache.SQLite
 	Remote remote // nil when offline
+	Memory *cache.Memory
 }
 
 var _ eris.BlockGetter = (*source)(nil)
@@ -73,11 +74,12 @@ func (a *app) openSource(ctx context.Context) (*source, error) {
 		store.Close()
 		return nil, err
 	}
-	opts := cache.TieredOptions{Memory: cache.NewMemory(defaultMemoryCache), Disk: store, Logger: a.log}
+	mem := cache.NewMemory(defaultMemoryCache)
+	opts := cache.TieredOptions{Memory: mem, Disk: store, Logger: a.log}
 	if rem != nil {
 		opts.Remote = rem
 	}
-	return &source{Tiered: cache.NewTiered(opts), Store: store, Remote: rem}, nil
+	return &source{Tiered: cache.NewTiered(opts), Store: store, Remote: rem, Memory: mem}, nil
 }
 
 // Close flushes write-backs and closes the pool and the store.

@@ -37,6 +37,7 @@ type mountFlags struct {
 	fileName   string
 	debug      bool
 	nonEmpty   bool
+	node       nodeFlags
 }
 
 func newMountCmd(a *app) *cobra.Command {
@@ -86,6 +87,7 @@ background.
 	fl.BoolVar(&f.debug, "debug-fuse", false, "log every FUSE request (with -v)")
 	fl.BoolVar(&f.nonEmpty, "nonempty", false, "mount over a directory that holds files, hiding them while mounted (refused otherwise)")
 	a.addMetricsFlag(cmd)
+	a.addNodeFlags(cmd, &f.node)
 	return cmd
 }
 
@@ -157,10 +159,21 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 	if err != nil {
 		return err
 	}
+	node, listening, err := a.listenNode(ctx, src, f.node)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	if node != nil {
+		defer node.Close()
+	}
 	if a.metrics != "" {
 		ms := &metricSources{tiered: src.Tiered.Stats, store: src.Store.Health, fuse: srv.Stats}
 		if pool, ok := src.Remote.(*fetcher.Pool); ok {
 			ms.peers = pool.Stats
+		}
+		if node != nil {
+			ms.server = node.Stats
 		}
 		if _, err := a.serveMetrics(ctx, a.metrics, ms); err != nil {
 			srv.Close()
@@ -169,7 +182,7 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 	}
 	a.log.Info("mounted", "urn", rc.URN(), "dir", srv.Dir(), "entries", tree.Len(), "index_bytes", tree.IndexSize())
 	if a.json {
-		if err := a.printJSON(map[string]any{"urn": rc.URN(), "dir": srv.Dir(), "entries": tree.Len(), "pid": os.Getpid()}); err != nil {
+		if err := a.printJSON(map[string]any{"urn": rc.URN(), "dir": srv.Dir(), "entries": tree.Len(), "pid": os.Getpid(), "listen": listening}); err != nil {
 			srv.Close()
 			return err
 		}
