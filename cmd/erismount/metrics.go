@@ -14,6 +14,7 @@ import (
 	"erismount/cache"
 	"erismount/fetcher"
 	"erismount/fusefs"
+	narinfosource "erismount/narinfo/source"
 	"erismount/narinfo/subst"
 )
 
@@ -27,6 +28,8 @@ type metricSources struct {
 	fuse   func() fusefs.Stats
 	server func() fetcher.ServerStats
 	subst  func() subst.Stats
+	// narinfos is the narinfo cache of substitute-server --upstream.
+	narinfos func() narinfosource.CacheStats
 }
 
 // statsCollector is a prometheus.Collector reading the sources at scrape
@@ -75,6 +78,11 @@ var (
 	descSubstNarinfos = prometheus.NewDesc("erismount_substitute_narinfo_requests_total", "Narinfo requests, by result.", []string{"result"}, nil)
 	descSubstNars     = prometheus.NewDesc("erismount_substitute_nars_total", "Nar responses, by outcome (aborted: a block missing or corrupt, a mismatch, or the client gone).", []string{"outcome"}, nil)
 	descSubstBytes    = prometheus.NewDesc("erismount_substitute_served_bytes_total", "Nar bytes sent to clients.", nil, nil)
+
+	descSourceNars  = prometheus.NewDesc("erismount_substitute_source_nars_total", "Nars by the source that produced them (tree, eris-nar, upstream) and outcome (verified, aborted, failed: gave way before the first byte).", []string{"source", "outcome"}, nil)
+	descSourceMoved = prometheus.NewDesc("erismount_substitute_source_moved_bytes_total", "Bytes a nar source brought over the network: compressed downloads (upstream), blocks from peers (tree, eris-nar).", []string{"source"}, nil)
+	descSourceSent  = prometheus.NewDesc("erismount_substitute_source_nar_bytes_total", "Nar bytes a source produced.", []string{"source"}, nil)
+	descNarinfoHits = prometheus.NewDesc("erismount_narinfo_cache_lookups_total", "Narinfo lookups through the SQLite narinfo cache, by result (hit, negative_hit, miss: asked upstream).", []string{"result"}, nil)
 )
 
 func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -160,7 +168,21 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descSubstNarinfos, s.Rejected, "rejected")
 		counter(descSubstNars, s.Nars, "verified")
 		counter(descSubstNars, s.NarsAborted, "aborted")
+		counter(descSubstNars, s.NarsFailed, "failed")
 		counter(descSubstBytes, s.NarBytes)
+		for k, v := range s.Sources {
+			counter(descSourceNars, v.Nars, string(k), "verified")
+			counter(descSourceNars, v.Aborted, string(k), "aborted")
+			counter(descSourceNars, v.Failed, string(k), "failed")
+			counter(descSourceMoved, v.Moved, string(k))
+			counter(descSourceSent, v.Sent, string(k))
+		}
+	}
+	if c.src.narinfos != nil {
+		s := c.src.narinfos()
+		counter(descNarinfoHits, s.Hits, "hit")
+		counter(descNarinfoHits, s.NegativeHits, "negative_hit")
+		counter(descNarinfoHits, s.Misses, "miss")
 	}
 }
 
