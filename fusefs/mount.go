@@ -60,6 +60,17 @@ func Mount(ctx context.Context, dir string, tree *erisfs.Tree, opts Options) (*S
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	m := newMountFS(ctx, tree, opts)
+	s, err := serve(abs, m.root(), m, tree.Capability().URN(), cancel)
+	if err != nil {
+		return nil, err
+	}
+	m.log.Debug("mounted", "dir", abs, "urn", tree.Capability().URN(), "entries", tree.Len())
+	return s, nil
+}
+
+// serve mounts root at abs as the file system fsName and serves it in the
+// background; cancel ends m's background work once it is unmounted.
+func serve(abs string, root gofs.InodeEmbedder, m *mountFS, fsName string, cancel context.CancelFunc) (*Server, error) {
 	long := cacheTimeout
 	fopts := &gofs.Options{
 		MountOptions: fuse.MountOptions{
@@ -67,7 +78,7 @@ func Mount(ctx context.Context, dir string, tree *erisfs.Tree, opts Options) (*S
 			// default_permissions: the kernel checks the modes itself
 			// (they never change), sparing an ACCESS request per check.
 			Options:          []string{"ro", "default_permissions"},
-			FsName:           tree.Capability().URN(),
+			FsName:           fsName,
 			Name:             fuseName,
 			DirectMount:      true,
 			DirectMountFlags: syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_RDONLY,
@@ -93,7 +104,7 @@ func Mount(ctx context.Context, dir string, tree *erisfs.Tree, opts Options) (*S
 		GID:             m.gid,
 		Logger:          log.New(&logWriter{m.log}, "", 0),
 	}
-	srv, err := gofs.Mount(abs, m.root(), fopts)
+	srv, err := gofs.Mount(abs, root, fopts)
 	if err != nil {
 		cancel()
 		return nil, mountError(abs, err)
@@ -104,7 +115,6 @@ func Mount(ctx context.Context, dir string, tree *erisfs.Tree, opts Options) (*S
 		cancel()
 		close(s.done)
 	}()
-	m.log.Debug("mounted", "dir", abs, "urn", tree.Capability().URN(), "entries", tree.Len())
 	return s, nil
 }
 

@@ -91,7 +91,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
-	if err != nil {
+	if err != nil && !errors.As(err, new(exitStatus)) { // a program's status (run) is its own
 		fmt.Fprintf(stderr, "erismount: %v\n", err)
 	}
 	return exitCode(err)
@@ -165,6 +165,8 @@ func subcommands(a *app) []*cobra.Command {
 		newDemoCmd(a),
 		newSubstituteCmd(a),
 		newServeCmd(a),
+		newStoreCmd(a),
+		newRunCmd(a),
 	}
 }
 
