@@ -44,7 +44,8 @@ warning (the tree then no longer matches the original's NarHash).
   erismount publish --nar hello.nar --store /srv/erismount/blocks.sqlite
   guix archive --export … | erismount publish --nar -
   erismount publish --peer coap://127.0.0.1:5683 --nix-key key.sec --narinfo-dir ./narinfo /nix/store/…-hello
-  erismount publish --key /etc/guix/signing-key.sec --store-path /gnu/store/…-hello-2.12 --nar hello.nar --references none`,
+  erismount publish --key /etc/guix/signing-key.sec --store-path /gnu/store/…-hello-2.12 --nar hello.nar --references none
+  erismount publish --nix-key key.sec --narinfo-dir site --nar-dir site/nar --compression zstd --eris-nar --blocks-dir site/blocks /nix/store/…-hello`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if items.active() {
 				return nil // checked by publishItems
@@ -76,12 +77,27 @@ warning (the tree then no longer matches the original's NarHash).
 			} else if _, err := os.Lstat(args[0]); err != nil {
 				return usageError{err}
 			}
-			store, err := a.openStore(ctx, roleContent)
-			if err != nil {
-				return err
+			if items.static.active() {
+				return usageError{errors.New("--nar-dir, --compression and --eris-nar are for store items (with --key or --nix-key)")}
 			}
-			defer store.Close()
+			var store eris.BlockStore
+			var local *cache.SQLite
+			if items.static.blocksDir != "" {
+				bd, err := items.static.blockDir()
+				if err != nil {
+					return err
+				}
+				store = bd
+			} else {
+				s, err := a.openStore(ctx, roleContent)
+				if err != nil {
+					return err
+				}
+				defer s.Close()
+				store, local = s, s
+			}
 			opts := erisfs.EncodeOptions{ContentBlockSize: blockSize, DropUnrepresentable: drop, Logger: a.log}
+			var err error
 			var rc eris.ReadCapability
 			var st erisfs.EncodeStats
 			put := &undoPutter{store: store}
@@ -105,8 +121,10 @@ warning (the tree then no longer matches the original's NarHash).
 			if err != nil {
 				return err
 			}
-			if err := pinTree(ctx, store, rc); err != nil {
-				return err
+			if local != nil {
+				if err := pinTree(ctx, local, rc); err != nil {
+					return err
+				}
 			}
 			if a.json {
 				return a.printJSON(map[string]any{

@@ -40,7 +40,8 @@ as <hash>.narinfo (the layout substitute-server serves), or to stdout.
 References and deriver come from --references / --deriver or, by default, from
 the store: "nix-store -q" for /nix/store, "guix gc" otherwise.
 With --peer, blocks are PUT to the peers (erismount serve --allow-put) instead
-of the store.`
+of the store.
+` + publishStaticHelp
 
 // itemFlags are publish's flags for store items.
 type itemFlags struct {
@@ -52,6 +53,7 @@ type itemFlags struct {
 	deriver     string
 	system      string
 	concurrency int
+	static      staticFlags // publish_static.go
 }
 
 func addItemFlags(cmd *cobra.Command) *itemFlags {
@@ -66,6 +68,7 @@ func addItemFlags(cmd *cobra.Command) *itemFlags {
 	fl.StringVar(&f.deriver, "deriver", "", `deriver of the single item, "none" for none (default: asked of the store, none with --references)`)
 	fl.StringVar(&f.system, "system", "", "System field of the narinfos (e.g. x86_64-linux)")
 	fl.IntVar(&f.concurrency, "jobs", 2, "items published at once")
+	f.static.add(fl)
 	return f
 }
 
@@ -113,6 +116,9 @@ func (f *itemFlags) items(args []string, narPath string, stdin io.Reader) ([]pub
 // publishItems publishes store items and writes or prints their narinfos.
 func (a *app) publishItems(ctx context.Context, f *itemFlags, args []string, narPath string, eo erisfs.EncodeOptions) (err error) {
 	opts := publish.Options{Host: f.host, Encode: eo, Concurrency: f.concurrency, Logger: a.log}
+	if err := f.static.options(f.narinfoDir, &opts); err != nil {
+		return err
+	}
 	if err := a.readSigningKeys(f.key, f.nixKey, &opts.Key, &opts.NixKey); err != nil {
 		return err
 	}
@@ -166,7 +172,7 @@ func (a *app) publishItems(ctx context.Context, f *itemFlags, args []string, nar
 		}
 	}
 
-	store, local, closeStore, err := a.publishTarget(ctx)
+	store, local, closeStore, err := a.publishTarget(ctx, f.static.blocksDir)
 	if err != nil {
 		return err
 	}
@@ -179,6 +185,12 @@ func (a *app) publishItems(ctx context.Context, f *itemFlags, args []string, nar
 	if err != nil {
 		return err
 	}
+	if f.static.narDir != "" && f.narinfoDir != "" {
+		dir, _, _ := narinfo.SplitStorePath(its[0].StorePath)
+		if err := publish.WriteCacheInfo(f.narinfoDir, dir); err != nil {
+			return err
+		}
+	}
 	return a.reportItems(ctx, results, f.narinfoDir, local)
 }
 
@@ -187,7 +199,7 @@ func (a *app) publishItems(ctx context.Context, f *itemFlags, args []string, nar
 func (a *app) reportItems(ctx context.Context, results []publish.Result, narinfoDir string, local *cache.SQLite) error {
 	var records []map[string]any
 	for _, r := range results {
-		rec := map[string]any{"store_path": r.StorePath, "nar_hash": r.Info.NarHash.String(), "nar_size": r.Info.NarSize}
+		rec := map[string]any{"store_path": r.StorePath, "nar_hash": r.Info.NarHash.String(), "nar_size": r.Info.NarSize, "nars": []string{}}
 		if r.NoERIS == nil {
 			rec["eris"] = r.Info.ERIS.URN()
 			if local != nil {
@@ -198,6 +210,12 @@ func (a *app) reportItems(ctx context.Context, results []publish.Result, narinfo
 		} else {
 			rec["no_eris"] = r.NoERIS.Error()
 			fmt.Fprintf(a.stderr, "erismount: %s: published without ERIS: %v\n", r.StorePath, r.NoERIS)
+		}
+		if !r.Info.ERISNar.IsZero() {
+			rec["eris_nar"] = r.Info.ERISNar.String()
+		}
+		for _, f := range r.Nars {
+			rec["nars"] = append(rec["nars"].([]string), f.Path)
 		}
 		if narinfoDir != "" {
 			path, err := publish.WriteNarinfo(narinfoDir, r)
@@ -229,10 +247,21 @@ func (a *app) reportItems(ctx context.Context, results []publish.Result, narinfo
 	return nil
 }
 
-// publishTarget is where published blocks go: the --peer peers (each block
-// PUT to all, read back from the first) or else the local store (then
-// returned as local, for pinning).
-func (a *app) publishTarget(ctx context.Context) (eris.BlockStore, *cache.SQLite, func() error, error) {
+// publishTarget is where published blocks go: the --peer peers and the
+// --blocks-dir directory (each block stored in all, read back from the
+// first), or else the local store (then returned as local, for pinning).
+func (a *app) publishTarget(ctx context.Context, blocksDir string) (eris.BlockStore, *cache.SQLite, func() error, error) {
+	var dir eris.BlockStore
+	if blocksDir != "" {
+		bd, err := (&staticFlags{blocksDir: blocksDir}).blockDir()
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if len(a.peers) == 0 {
+			return bd, nil, func() error { return nil }, nil
+		}
+		dir = bd
+	}
 	if len(a.peers) == 0 {
 		s, err := a.openStore(ctx, roleContent)
 		if err != nil {
@@ -248,6 +277,9 @@ func (a *app) publishTarget(ctx context.Context) (eris.BlockStore, *cache.SQLite
 			return nil, nil, nil, usageError{fmt.Errorf("--peer %s: %w", u, err)}
 		}
 		peers = append(peers, p)
+	}
+	if dir != nil {
+		return teeStore{peers, dir}, nil, peers.Close, nil
 	}
 	return peers, nil, peers.Close, nil
 }
