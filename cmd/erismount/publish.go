@@ -33,13 +33,23 @@ owners or other permission bits. Identical files are stored once.
 
 Symlinks are published as symlinks, never followed; a DIR that is itself a file
 or a symlink publishes that single file (write DIR/ to publish the directory a
-symlink points to). ERIS-FS cannot hold empty directories (except an empty
+symlink points to). With --store s3://BUCKET/PREFIX the blocks go to an
+S3-compatible bucket instead, as objects PREFIX/REF (REF: the 52-character
+base32 reference), 64 uploads at a time; a block the bucket has is not sent
+again. Endpoint, region and path style come from the URL
+(?endpoint=http://HOST:PORT&region=R&path-style=true) or from AWS_ENDPOINT_URL,
+AWS_REGION and the AWS config file; keys from AWS_ACCESS_KEY_ID and
+AWS_SECRET_ACCESS_KEY or the shared credentials file (AWS_PROFILE), never
+from the URL.
+
+ERIS-FS cannot hold empty directories (except an empty
 root), devices, sockets, FIFOs or names that are not UTF-8: publishing refuses
 them naming the path, unless --drop-unrepresentable leaves them out with a
 warning (the tree then no longer matches the original's NarHash).
 ` + publishItemHelp,
 		Example: `  erismount publish /gnu/store/…-hello-2.12
   erismount publish --nar hello.nar --store /srv/erismount/blocks.sqlite
+  erismount publish --store 's3://blocks/eris?endpoint=http://127.0.0.1:9000' /gnu/store/…-hello-2.12
   guix archive --export … | erismount publish --nar -
   erismount publish --peer coap://127.0.0.1:5683 --nix-key key.sec --narinfo-dir ./narinfo /nix/store/…-hello
   erismount publish --key /etc/guix/signing-key.sec --store-path /gnu/store/…-hello-2.12 --nar hello.nar --references none`,
@@ -74,7 +84,7 @@ warning (the tree then no longer matches the original's NarHash).
 			} else if _, err := os.Lstat(args[0]); err != nil {
 				return usageError{err}
 			}
-			store, err := a.openStore(ctx, roleContent)
+			store, local, err := a.openContent(ctx)
 			if err != nil {
 				return err
 			}
@@ -93,8 +103,13 @@ warning (the tree then no longer matches the original's NarHash).
 			if err != nil {
 				return err
 			}
-			if err := pinTree(ctx, store, rc); err != nil {
+			if err := store.Flush(ctx); err != nil {
 				return err
+			}
+			if local != nil {
+				if err := pinTree(ctx, local, rc); err != nil {
+					return err
+				}
 			}
 			if a.json {
 				return a.printJSON(map[string]any{

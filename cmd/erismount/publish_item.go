@@ -170,6 +170,11 @@ func (a *app) publishItems(ctx context.Context, f *itemFlags, args []string, nar
 	if err != nil {
 		return err
 	}
+	if f, ok := store.(interface{ Flush(context.Context) error }); ok {
+		if err := f.Flush(ctx); err != nil { // before a narinfo names the blocks
+			return err
+		}
+	}
 	return a.reportItems(ctx, results, f.narinfoDir, local)
 }
 
@@ -225,15 +230,15 @@ func (a *app) reportItems(ctx context.Context, results []publish.Result, narinfo
 // returned as local, for pinning).
 func (a *app) publishTarget(ctx context.Context) (eris.BlockStore, *cache.SQLite, func() error, error) {
 	if len(a.peers) == 0 {
-		s, err := a.openStore(ctx, roleContent)
+		s, local, err := a.openContent(ctx)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		return s, s, s.Close, nil
+		return s, local, s.Close, nil
 	}
 	var peers peerSet
 	for _, u := range a.peers {
-		p, err := fetcher.Dial(ctx, u, fetcher.ClientOptions{Logger: a.log})
+		p, err := a.dialPeer(ctx, u)
 		if err != nil {
 			peers.Close()
 			return nil, nil, nil, usageError{fmt.Errorf("--peer %s: %w", u, err)}
