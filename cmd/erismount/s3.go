@@ -165,6 +165,18 @@ type s3Front struct {
 	st *s3.Store
 }
 
+// GetBlock answers "not found" for an object that is not its block (the
+// store logged it): the server holds no good copy, as a SQLite store with
+// a damaged copy says, so a client asks its other peers instead of taking
+// this server for broken.
+func (f *s3Front) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
+	b, err := f.Tiered.GetBlock(ctx, ref)
+	if errors.Is(err, eris.ErrCorrupt) {
+		return nil, &eris.BlockError{Ref: ref, Err: fmt.Errorf("%w: the object in the bucket is damaged", eris.ErrNotFound)}
+	}
+	return b, err
+}
+
 func (f *s3Front) PutBlock(ctx context.Context, ref eris.Ref, block []byte) error {
 	if err := f.st.PutBlock(ctx, ref, block); err != nil {
 		return err
