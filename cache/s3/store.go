@@ -3,6 +3,10 @@ package s3
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -432,7 +436,13 @@ func (s *Store) putBlock(ctx context.Context, ref eris.Ref, block []byte) (sent 
 	} else {
 		opts.SetMatchETagExcept("*")
 	}
-	_, err = s.put.PutObject(ctx, s.loc.Bucket, key, bytes.NewReader(block), int64(len(block)), "", "", opts)
+	// The payload's SHA-256 signs the request in one piece (without it
+	// minio-go signs an aws-chunked stream, more work at both ends), and
+	// Content-MD5 has the service check the body it received.
+	sum := sha256.Sum256(block)
+	md := md5.Sum(block)
+	_, err = s.put.PutObject(ctx, s.loc.Bucket, key, bytes.NewReader(block), int64(len(block)),
+		base64.StdEncoding.EncodeToString(md[:]), hex.EncodeToString(sum[:]), opts)
 	if err != nil {
 		r := minio.ToErrorResponse(err)
 		if s.loc.Put == PutConditional && (r.StatusCode == http.StatusPreconditionFailed || r.StatusCode == http.StatusConflict) {

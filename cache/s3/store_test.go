@@ -33,11 +33,24 @@ func newBucket(t testing.TB, srv *testenv.S3Server) string {
 // open opens a store over a new bucket of srv with the server's keys.
 func open(t testing.TB, srv *testenv.S3Server, query string) *s3.Store {
 	t.Helper()
+	return openQuery(t, srv, query, s3.Options{})
+}
+
+// openWith is open with options.
+func openWith(t testing.TB, srv *testenv.S3Server, opts s3.Options) *s3.Store {
+	t.Helper()
+	return openQuery(t, srv, "", opts)
+}
+
+func openQuery(t testing.TB, srv *testenv.S3Server, query string, opts s3.Options) *s3.Store {
+	t.Helper()
 	u := srv.URL(newBucket(t, srv), "blocks/v1")
 	if query != "" {
 		u += "&" + query
 	}
-	st, err := s3.Open(u, s3.Options{Credentials: &s3.Credentials{AccessKey: srv.AccessKey, SecretKey: srv.SecretKey}, Logger: testenv.Logger(t)})
+	opts.Credentials = &s3.Credentials{AccessKey: srv.AccessKey, SecretKey: srv.SecretKey}
+	opts.Logger = testenv.Logger(t)
+	st, err := s3.Open(u, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

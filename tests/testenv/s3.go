@@ -121,7 +121,7 @@ func (s *S3Server) Start(t testing.TB) {
 		t.Fatal("testenv: S3 server already running")
 	}
 	cmd := exec.Command(s.bin, "--port", s.addr, "--access", s.AccessKey, "--secret", s.SecretKey,
-		"--region", "us-east-1", "--quiet",
+		"--region", "us-east-1", "--quiet", "--keep-alive", // as any real deployment
 		"posix", "--io-buffer-size", "65536", s.Dir)
 	// Keys are given as flags; the server must not see a test's AWS_* or
 	// ROOT_* variables.
