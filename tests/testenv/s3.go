@@ -239,3 +239,26 @@ func (s *S3Server) Objects(t testing.TB, bucket, prefix string) (n int, bytes in
 	}
 	return n, bytes
 }
+
+// CPUTime is the processor time (user and system) the running server has
+// used so far, from /proc; 0 when it is not running or /proc says nothing.
+func (s *S3Server) CPUTime() time.Duration {
+	if s.proc == nil {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(s.proc.Process.Pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses: utime and
+	// stime are the 12th and 13th of them, in clock ticks (100 a second
+	// on Linux).
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * 10 * time.Millisecond
+}
