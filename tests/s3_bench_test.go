@@ -153,8 +153,8 @@ func TestS3Bench(t *testing.T) {
 
 	// Cold reads through serve processes.
 	say("")
-	say("| cold read, 1 reader, empty cache | time | MB/s | ratio to SQLite | S3 GETs | GETs per GB read |")
-	say("|---|--:|--:|--:|--:|--:|")
+	say("| cold read, 1 reader, empty cache | time | MB/s | ratio to SQLite | S3 GETs | GETs per GB read | CPU: mount / serve / versitygw |")
+	say("|---|--:|--:|--:|--:|--:|--:|")
 	var base time.Duration
 	for _, c := range []struct {
 		name   string
@@ -183,12 +183,20 @@ func TestS3Bench(t *testing.T) {
 		}
 		m := testenv.StartEnv(t, srv.Env(), args...)
 		testenv.WaitMounted(t, m, dir, time.Minute)
+		cpu := func() (mount, serve, gw time.Duration) {
+			for _, p := range serves {
+				serve += testenv.ProcessCPU(p.Cmd.Process.Pid)
+			}
+			return testenv.ProcessCPU(m.Cmd.Process.Pid), serve, srv.CPUTime()
+		}
+		m0, s0, g0 := cpu()
 		t0 := time.Now()
 		n, err := readAll(dir)
 		took := time.Since(t0)
 		if err != nil {
 			t.Fatalf("%s: read: %v", c.name, err)
 		}
+		m1, s1, g1 := cpu()
 		m.Interrupt(t, dir)
 		gets := s3GETs(m.Stderr())
 		for _, p := range serves {
@@ -205,7 +213,8 @@ func TestS3Bench(t *testing.T) {
 		if gets > 0 {
 			getsCol, perGB = strconv.FormatInt(gets, 10), fmt.Sprintf("%.0f", float64(gets)/(float64(n)/1e9))
 		}
-		say("| %s | %v | %.1f | %.2f× | %s | %s |", c.name, took.Round(10*time.Millisecond), float64(n)/1e6/took.Seconds(), took.Seconds()/base.Seconds(), getsCol, perGB)
+		say("| %s | %v | %.1f | %.2f× | %s | %s | %v / %v / %v |", c.name, took.Round(10*time.Millisecond), float64(n)/1e6/took.Seconds(), took.Seconds()/base.Seconds(), getsCol, perGB,
+			(m1 - m0).Round(10*time.Millisecond), (s1 - s0).Round(10*time.Millisecond), (g1 - g0).Round(10*time.Millisecond))
 	}
 	load, _ := os.ReadFile("/proc/loadavg")
 	say("")

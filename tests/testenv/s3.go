@@ -246,7 +246,13 @@ func (s *S3Server) CPUTime() time.Duration {
 	if s.proc == nil {
 		return 0
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(s.proc.Process.Pid) + "/stat")
+	return ProcessCPU(s.proc.Process.Pid)
+}
+
+// ProcessCPU is the processor time (user and system) process pid has used
+// so far, from /proc; 0 when /proc says nothing.
+func ProcessCPU(pid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return 0
 	}
