@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"erismount/cache"
+	"erismount/cache/s3"
 	"erismount/eris"
 )
 
@@ -39,6 +40,10 @@ func (a *app) openStore(ctx context.Context, role storeRole) (*cache.SQLite, err
 		opts.SoftQuota = n
 	}
 	path := a.storePath
+	if s3.IsURL(path) {
+		return nil, usageError{errors.New("--store s3://… is where publish writes and serve reads; " +
+			"this command keeps a local cache (--store FILE) and reads a bucket as a peer: --peer s3://…")}
+	}
 	if path == "" {
 		p, err := cache.DefaultPath()
 		if err != nil {

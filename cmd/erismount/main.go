@@ -175,8 +175,8 @@ Exit codes: 0 ok, 1 error, 2 usage or malformed input, 3 blocks unavailable
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.storePath, "store", "", "SQLite block store (default $XDG_CACHE_HOME/erismount/blocks.sqlite)")
-	pf.StringArrayVar(&a.peers, "peer", nil, "peer URL to fetch blocks from (repeatable): coap://, coap+tcp://, coap+unix://, http://; also $ERISMOUNT_PEERS")
+	pf.StringVar(&a.storePath, "store", "", "SQLite block store (default $XDG_CACHE_HOME/erismount/blocks.sqlite); for publish and serve also s3://BUCKET/PREFIX")
+	pf.StringArrayVar(&a.peers, "peer", nil, "peer URL to fetch blocks from (repeatable): coap://, coap+tcp://, coap+unix://, http://, s3://; also $ERISMOUNT_PEERS")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log details to stderr")
 	pf.BoolVar(&a.json, "json", false, "print data as JSON")
 	pf.StringVar(&a.cacheSize, "cache-size", "", "soft quota of the block cache, e.g. 20GiB (default 10GiB; the hard cap is a quarter above it; pinned and mounted blocks are never evicted)")

@@ -185,6 +185,11 @@ func (a *app) publishItems(ctx context.Context, f *itemFlags, args []string, nar
 	if err != nil {
 		return err
 	}
+	if fl, ok := store.(interface{ Flush(context.Context) error }); ok {
+		if err := fl.Flush(ctx); err != nil { // before a narinfo names the blocks
+			return err
+		}
+	}
 	if f.static.narDir != "" && f.narinfoDir != "" {
 		dir, _, _ := narinfo.SplitStorePath(its[0].StorePath)
 		if err := publish.WriteCacheInfo(f.narinfoDir, dir); err != nil {
@@ -263,15 +268,15 @@ func (a *app) publishTarget(ctx context.Context, blocksDir string) (eris.BlockSt
 		dir = bd
 	}
 	if len(a.peers) == 0 {
-		s, err := a.openStore(ctx, roleContent)
+		s, local, err := a.openContent(ctx)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		return s, s, s.Close, nil
+		return s, local, s.Close, nil
 	}
 	var peers peerSet
 	for _, u := range a.peers {
-		p, err := fetcher.Dial(ctx, u, fetcher.ClientOptions{Logger: a.log})
+		p, err := a.dialPeer(ctx, u)
 		if err != nil {
 			peers.Close()
 			return nil, nil, nil, usageError{fmt.Errorf("--peer %s: %w", u, err)}
