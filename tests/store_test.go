@@ -446,3 +446,132 @@ func readNames(t *testing.T, dir string) []string {
 	}
 	return names
 }
+
+// overlayStore is a store directory of the test's own holding one item
+// locally, and a published item whose program calls the local one and
+// another published item by their store paths.
+type overlayStore struct {
+	root       string // world-readable directory of the fixture
+	storeDir   string
+	prog       string
+	trust      []string
+	count      *testenv.Counting
+	localBytes int
+}
+
+func newOverlayStore(t *testing.T) *overlayStore {
+	t.Helper()
+	root, err := os.MkdirTemp("", "erismount-run-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	o := &overlayStore{root: root, storeDir: filepath.Join(root, "store")}
+	local := o.storeDir + "/" + testenv.NixHashPart(t) + "-local-tool"
+	if err := os.MkdirAll(local+"/bin", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(local+"/bin/tool", []byte("#!/bin/sh\necho local tool\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sec, _, pub := nixKeys(t, t.TempDir(), "publisher-1")
+	peer := servePutPeer(t, "coap")
+	narinfoDir := filepath.Join(root, "narinfo")
+	if err := os.Mkdir(narinfoDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lib := o.storeDir + "/" + testenv.NixHashPart(t) + "-remote-lib"
+	o.prog = o.storeDir + "/" + testenv.NixHashPart(t) + "-remote-prog/bin/prog"
+	erismount(t, "publish", "--peer", peer.URL, "--nix-key", sec, "--narinfo-dir", narinfoDir, "--store-path", lib, "--references", "none",
+		testenv.Spec{"share/msg": testenv.File("remote lib\n"), "share/big": testenv.Bytes(testenv.Random(5, 2<<20))}.WriteDir(t))
+	erismount(t, "publish", "--peer", peer.URL, "--nix-key", sec, "--narinfo-dir", narinfoDir, "--store-path", filepath.Dir(filepath.Dir(o.prog)),
+		"--references", lib+","+local,
+		testenv.Spec{"bin/prog": testenv.Exec("#!/bin/sh\n" + local + "/bin/tool\ncat " + lib + "/share/msg\nls " + filepath.Dir(o.storeDir) + "/store | wc -l\n")}.WriteDir(t))
+	// Readable by nobody (TestRunUnprivileged).
+	filepath.WalkDir(narinfoDir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil {
+			os.Chmod(p, 0o755)
+		}
+		return nil
+	})
+	url, count := countingPeer(t, peer)
+	o.count = count
+	o.trust = []string{"--narinfo-dir", narinfoDir, "--trusted-nix-key", pub.String(), "--peer", url}
+	return o
+}
+
+// want is what the program prints: the local tool, the remote lib's
+// message, and the number of items the store directory shows in the run
+// (the local one and the two the program and the view have looked up).
+const overlayWant = "local tool\nremote lib\n3\n"
+
+// TestRunOverlay: run lays the store view below a store directory that
+// holds items: the local item is used as it is, the others come from the
+// view; afterwards the store directory is as it was.
+func TestRunOverlay(t *testing.T) {
+	testenv.RequireFUSE(t)
+	if os.Geteuid() != 0 {
+		t.Skip("not root: TestRunUnprivileged covers the unprivileged run")
+	}
+	o := newOverlayStore(t)
+	stdout, stderr, code := runErismount(t, "", append(append([]string{"run", "--store", filepath.Join(t.TempDir(), "c.sqlite")}, o.trust...), o.prog)...)
+	if code != 0 || stdout != overlayWant {
+		t.Fatalf("run: exit %d, stdout %q, want %q\nstderr:\n%s", code, stdout, overlayWant, stderr)
+	}
+	if ents, err := os.ReadDir(o.storeDir); err != nil || len(ents) != 1 {
+		t.Errorf("the store directory after the run: %d entries, %v; want the local item only", len(ents), err)
+	}
+	if fusefs.IsMountPoint(o.storeDir) {
+		t.Errorf("%s still a mount point", o.storeDir)
+	}
+}
+
+// TestRunUnprivileged: an ordinary user (nobody) runs a program through
+// erismount run in a user namespace: FUSE and overlayfs mounted there, no
+// root needed. The kernel must allow unprivileged user namespaces, and the
+// user must be able to open /dev/fuse: where it is not world-writable (as
+// it is on Debian with fuse3 installed), the test gives nobody a private
+// copy of the device node in a mount namespace of its own.
+func TestRunUnprivileged(t *testing.T) {
+	testenv.RequireFUSE(t)
+	if os.Geteuid() != 0 {
+		t.Skip("not root: the test needs root to become nobody")
+	}
+	for _, tool := range []string{"unshare", "setpriv", "mknod"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("no %s (util-linux, coreutils): %v", tool, err)
+		}
+	}
+	if out, err := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "unshare", "-Urm", "true").CombinedOutput(); err != nil {
+		t.Skipf("unprivileged user namespaces are not allowed here: %v: %s", err, out)
+	}
+	o := newOverlayStore(t)
+	bin := filepath.Join(o.root, "erismount")
+	b, err := os.ReadFile(testenv.Erismount(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	home := filepath.Join(o.root, "home")
+	if err := os.Mkdir(home, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(home, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	dev := filepath.Join(o.root, "fuse")
+	script := `mknod "$1" c 10 229 && chmod 666 "$1" && mount --bind "$1" /dev/fuse && shift && exec setpriv --reuid=65534 --regid=65534 --clear-groups "$@"`
+	args := append([]string{"-m", "--propagation", "private", "sh", "-c", script, "sh", dev, bin, "run", "--store", filepath.Join(home, "c.sqlite")}, o.trust...)
+	cmd := exec.Command("unshare", append(args, o.prog)...)
+	cmd.Env = append(testenv.Env(t), "HOME="+home, "XDG_CACHE_HOME="+home)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil || stdout.String() != overlayWant {
+		t.Fatalf("run as nobody: %v, stdout %q, want %q\nstderr:\n%s", err, stdout.String(), overlayWant, stderr.String())
+	}
+}
