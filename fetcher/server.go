@@ -31,6 +31,13 @@ type ServerOptions struct {
 	// it sends them in 1 KiB parts (default 256, 8 MiB), so that a
 	// block-wise transfer reads the store once.
 	CacheBlocks int
+	// TrustUDPSources answers CoAP-over-UDP requests in full from any
+	// source address. By default an address must first show that it
+	// receives our datagrams (RFC 9175 Echo, see echo.go): until then a
+	// request gets a 4.01 with an Echo option at most three times its size,
+	// so a forged source address cannot turn the server into a reflector.
+	// Only for networks where source addresses cannot be forged.
+	TrustUDPSources bool
 }
 
 func (o *ServerOptions) fill() {
@@ -196,16 +203,23 @@ type ServerStats struct {
 	Stored   uint64 // of which stored
 	Rejected uint64 // of which refused: wrong size, or the body does not hash to the reference
 	Errors   uint64 // store failures and timeouts, gets and puts
+	// EchoChallenges counts the 4.01 answers with an Echo option sent to
+	// unverified UDP source addresses; EchoDropped the requests from such
+	// addresses too small to answer within three times their size.
+	EchoChallenges uint64
+	EchoDropped    uint64
 }
 
 type serverCounters struct {
 	gets, blocks, bytes, notFound  atomic.Uint64
 	puts, stored, rejected, errors atomic.Uint64
+	echoChallenges, echoDropped    atomic.Uint64
 }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() ServerStats {
 	c := &s.stats
 	return ServerStats{Gets: c.gets.Load(), Blocks: c.blocks.Load(), Bytes: c.bytes.Load(), NotFound: c.notFound.Load(),
-		Puts: c.puts.Load(), Stored: c.stored.Load(), Rejected: c.rejected.Load(), Errors: c.errors.Load()}
+		Puts: c.puts.Load(), Stored: c.stored.Load(), Rejected: c.rejected.Load(), Errors: c.errors.Load(),
+		EchoChallenges: c.echoChallenges.Load(), EchoDropped: c.echoDropped.Load()}
 }

@@ -37,6 +37,20 @@ func rawCoAP(t *testing.T, url string) (coapConn, endpoint) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if ep.transport == transportUDP {
+		// Have the server verify this socket's address (RFC 9175 Echo),
+		// so that it answers the test's requests in full.
+		resp, err := p.exchange(cc, func() (*pool.Message, error) {
+			return cc.NewGetRequest(context.Background(), ep.blocksPath(), p.refOption(eris.Ref{}))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Code() != codes.NotFound {
+			t.Fatalf("priming a raw UDP socket: got %v, want NotFound", resp.Code())
+		}
+		cc.ReleaseMessage(resp)
+	}
 	return cc, ep
 }
 
