@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -267,7 +269,6 @@ func TestStoreRunNix(t *testing.T) {
 		if code != 0 || !strings.Contains(out, `"path": "share/greeting"`) {
 			t.Errorf("status of the data item: exit %d\n%s%s", code, out, stderr)
 		}
-		t.Logf("status:\n%s", out)
 		for _, name := range []string{filepath.Base(untrusted), filepath.Base(noERIS), testenv.NixHashPart(t) + "-unknown"} {
 			if _, err := os.Stat(filepath.Join(mnt, name)); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("stat %s: %v, want ENOENT", name, err)
@@ -314,6 +315,35 @@ func TestStoreRunNix(t *testing.T) {
 		}
 	})
 
+	t.Run("upstream", func(t *testing.T) {
+		// The narinfos from a substitute server over HTTP (a static
+		// binary cache: the directory served as it is), no --narinfo-dir.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := &http.Server{Handler: http.FileServer(http.Dir(narinfoDir))}
+		go hs.Serve(ln)
+		defer hs.Close()
+		upstream := []string{"--upstream", "http://" + ln.Addr().String(), "--trusted-nix-key", pub.String(), "--peer", url}
+		cache := filepath.Join(t.TempDir(), "cache.sqlite")
+		stdout, stderr, code := runErismount(t, "via http\n", append(append([]string{"run", "--store", cache}, upstream...), top+"/bin/prog", "0")...)
+		if want := "top: read via http\nlib: greetings from the data item\ntop: args 0\n"; stdout != want || code != 0 {
+			t.Fatalf("run with --upstream: exit %d, stdout %q, want %q\nstderr:\n%s", code, stdout, want, stderr)
+		}
+		// The untrusted item is not shown from an upstream either.
+		mnt := t.TempDir()
+		p := testenv.Start(t, append([]string{"store", mnt, "-v", "--store", cache, "--store-dir", "/nix/store"}, upstream...)...)
+		testenv.WaitMounted(t, p, mnt, 30*time.Second)
+		defer p.Interrupt(t, mnt)
+		if _, err := os.Stat(filepath.Join(mnt, filepath.Base(untrusted))); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("stat of the untrusted item through --upstream: %v, want ENOENT", err)
+		}
+		if b, err := os.ReadFile(filepath.Join(mnt, filepath.Base(data), "share/greeting")); err != nil || string(b) != "greetings from the data item\n" {
+			t.Errorf("cat greeting through --upstream: %q, %v", b, err)
+		}
+	})
+
 	t.Run("tampered", func(t *testing.T) {
 		n := readNarinfo(t, narinfoDir, data)
 		tree, err := erisfs.Open(context.Background(), n.ERIS, peer, erisfs.OpenOptions{})
@@ -349,6 +379,9 @@ func TestStoreRunNix(t *testing.T) {
 			{"run", "--narinfo-dir", narinfoDir, top + "/bin/prog"},                                 // no trust
 			{"store", t.TempDir(), "--narinfo-dir", narinfoDir},                                     // no trust
 			{"store", filepath.Join(t.TempDir(), "missing"), "--narinfo-dir", narinfoDir, "--trust-narinfo-dir"},
+			{"store", t.TempDir(), "--trusted-nix-key", pub.String()},                          // no narinfos
+			{"store", t.TempDir(), "--upstream", "http://127.0.0.1:1", "--trust-narinfo-dir"},  // upstream, no key
+			{"store", t.TempDir(), "--upstream", "ftp://x", "--trusted-nix-key", pub.String()}, // not http
 		} {
 			if _, stderr, code := runErismount(t, "", args...); code != 2 {
 				t.Errorf("erismount %s: exit %d, want 2\n%s", strings.Join(args, " "), code, stderr)
