@@ -20,6 +20,7 @@ import (
 	"erismount/eris"
 	"erismount/erisfs"
 	"erismount/narinfo"
+	"erismount/narinfo/source"
 )
 
 // The store view.
@@ -62,13 +63,21 @@ var ErrNoItem = fmt.Errorf("no such store item (%w)", fs.ErrNotExist)
 
 // NarinfoLookup gives the narinfo of a store item by the hash part of its
 // store path (the 32 nix-base32 characters before the first dash), its
-// signature checked against the keys the user trusts.
+// signature checked against the keys the user trusts: source.Lookup, or
+// any other.
 type NarinfoLookup interface {
 	// Narinfo returns the verified narinfo of hashPart. An error matching
-	// fs.ErrNotExist means that the item is unknown or not trusted: the
-	// view answers ENOENT and remembers it for a while. Any other error
-	// (an upstream that cannot be reached) is EIO, not remembered.
+	// source.ErrUnknown, source.ErrUntrusted or fs.ErrNotExist means that
+	// the item is unknown or not trusted: the view answers ENOENT and
+	// remembers it for a while. Any other error (an upstream that cannot
+	// be reached) is EIO, not remembered.
 	Narinfo(ctx context.Context, hashPart string) (*narinfo.Narinfo, error)
+}
+
+// noSuchItem reports whether err of a NarinfoLookup means that the item
+// is unknown or not trusted.
+func noSuchItem(err error) bool {
+	return errors.Is(err, source.ErrUnknown) || errors.Is(err, source.ErrUntrusted) || errors.Is(err, fs.ErrNotExist)
 }
 
 // NarinfoLister is implemented by lookups that know some items without
@@ -255,7 +264,7 @@ func (s *storeFS) item(ctx context.Context, name string) (*storeItem, error) {
 func (s *storeFS) check(ctx context.Context, hash, name string) (eris.ReadCapability, string, error) {
 	n, err := s.opts.Narinfos.Narinfo(ctx, hash)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
+		if noSuchItem(err) {
 			return eris.ReadCapability{}, "", fmt.Errorf("%w: %w", ErrNoItem, err)
 		}
 		return eris.ReadCapability{}, "", fmt.Errorf("narinfo of %s: %w", hash, err)

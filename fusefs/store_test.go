@@ -17,6 +17,7 @@ import (
 	"erismount/eris/eristest"
 	"erismount/fusefs"
 	"erismount/narinfo"
+	"erismount/narinfo/source"
 	"erismount/tests/testenv"
 )
 
@@ -45,7 +46,7 @@ func (f *fakeNarinfos) Narinfo(ctx context.Context, hash string) (*narinfo.Narin
 	if n := f.m[hash]; n != nil {
 		return n, nil
 	}
-	return nil, fmt.Errorf("fake: %s: %w", hash, fs.ErrNotExist)
+	return nil, fmt.Errorf("fake: %s: %w", hash, source.ErrUnknown)
 }
 
 func (f *fakeNarinfos) HashParts(ctx context.Context) ([]string, error) {
@@ -138,6 +139,7 @@ func TestStoreView(t *testing.T) {
 	src.add("/gnu/store/"+storeHash(4)+"-guix-item", sampleRC, true)
 	src.add("/nix/store/"+storeHash(5)+"-right-name", sampleRC, false)
 	src.fail[storeHash(6)] = errors.New("upstream unreachable")
+	src.fail[storeHash(10)] = &source.UntrustedError{HashPart: storeHash(10), Origin: "test", Reason: errors.New("bad signature")}
 
 	st := mountStore(t, fusefs.StoreOptions{Narinfos: src, Blocks: count, Options: fusefs.Options{Local: testenv.NewLocal()}})
 	dir := st.Dir()
@@ -187,6 +189,7 @@ func TestStoreView(t *testing.T) {
 		{storeHash(4) + "-guix-item", syscall.ENOENT},
 		{storeHash(5) + "-wrong-name", syscall.ENOENT},
 		{storeHash(1) + "-hello-2.13", syscall.ENOENT},
+		{storeHash(10) + "-untrusted", syscall.ENOENT},
 		{storeHash(6) + "-unreachable", syscall.EIO},
 	} {
 		_, err := os.Stat(filepath.Join(dir, c.name))
@@ -208,8 +211,8 @@ func TestStoreView(t *testing.T) {
 		t.Errorf("failing source asked %d times, want once more", got-calls)
 	}
 	s := st.StoreStats()
-	if s.Items != 2 || s.Built != 2 || s.Negative < 5 || s.Failed < 1 {
-		t.Errorf("stats %+v: want 2 items built, 5 or more negative, a failure", s)
+	if s.Items != 2 || s.Built != 2 || s.Negative < 6 || s.Failed < 1 {
+		t.Errorf("stats %+v: want 2 items built, 6 or more negative, a failure", s)
 	}
 }
 
