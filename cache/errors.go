@@ -8,6 +8,9 @@ var (
 	// ErrFull means a put would take the store past its hard cap even
 	// after evicting every unpinned block.
 	ErrFull = errors.New("block store full")
+	// ErrUnavailable means the store cannot be written now (a full disk,
+	// a read-only file system): the block was not kept. Reads go on.
+	ErrUnavailable = errors.New("block store cannot be written")
 	// ErrClosed is returned by a store used after Close.
 	ErrClosed = errors.New("block store closed")
 	// ErrDamaged marks a block whose stored bytes no longer hash to its

@@ -64,7 +64,7 @@ func TestStaleMountPins(t *testing.T) {
 	if err := dead.Run(); err != nil {
 		t.Skipf("cannot run true(1) to get a dead PID: %v", err)
 	}
-	db := openDB(path, "_mutex=no")
+	db := openDB(fileURI(path, "_mutex=no"))
 	defer db.Close()
 	live := owner{boot: bootID(), pid: os.Getpid(), n: 1}
 	live.start, _ = procStart(live.pid)
@@ -105,7 +105,7 @@ func TestStaleMountPins(t *testing.T) {
 func TestMigrateFromVersion1(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "v1.sqlite")
-	db := openDB(path, "_mutex=no")
+	db := openDB(fileURI(path, "_mutex=no"))
 	defer db.Close()
 	conn, err := db.Conn(ctx)
 	if err != nil {

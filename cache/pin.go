@@ -29,6 +29,7 @@ type Pin struct {
 	mu       sync.Mutex
 	seen     map[eris.Ref]struct{} // tagged by this handle
 	released bool
+	recorded bool // by record, in a transaction not yet known to have committed
 }
 
 // Pin returns the pin called name, creating it if needed, kept until Unpin.
@@ -50,13 +51,21 @@ func (s *SQLite) newPin(ctx context.Context, name, owner string) (*Pin, error) {
 	}
 	p := &Pin{s: s, name: name, owner: owner, seen: make(map[eris.Ref]struct{})}
 	err := s.sync(ctx, op{kind: opFunc, fn: func(tx *writeTx) error {
-		_, err := tx.conn.ExecContext(tx.ctx, `INSERT INTO pins(name, owner, created) VALUES(?, ?, ?) ON CONFLICT(name, owner) DO NOTHING`,
-			name, owner, time.Now().Unix())
-		if err != nil {
-			return err
-		}
-		return tx.conn.QueryRowContext(tx.ctx, `SELECT id FROM pins WHERE name = ? AND owner = ?`, name, owner).Scan(&p.id)
+		id, err := p.create(tx)
+		p.id = id
+		return err
 	}})
+	if err != nil && owner != "" && unwritable(err) {
+		// A mount goes on without its pin on a full disk: nothing it
+		// fetches is kept now anyway. The pin is recorded, with what it
+		// tagged meanwhile, once the store can be written (recovered).
+		s.log.Warn("mount pin not recorded: the store cannot be written; it will be once it can", "name", name, "err", err)
+		p.id = 0
+		s.mu.Lock()
+		s.mounts[p] = struct{}{}
+		s.mu.Unlock()
+		return p, nil
+	}
 	if err != nil {
 		if owner != "" {
 			// The pin may still be created after ctx ended: drop it
@@ -74,6 +83,48 @@ func (s *SQLite) newPin(ctx context.Context, name, owner string) (*Pin, error) {
 	return p, nil
 }
 
+// create inserts the pin's row (or finds it) in tx and returns its id.
+func (p *Pin) create(tx *writeTx) (int64, error) {
+	_, err := tx.conn.ExecContext(tx.ctx, `INSERT INTO pins(name, owner, created) VALUES(?, ?, ?) ON CONFLICT(name, owner) DO NOTHING`,
+		p.name, p.owner, time.Now().Unix())
+	if err != nil {
+		return 0, err
+	}
+	var id int64
+	err = tx.conn.QueryRowContext(tx.ctx, `SELECT id FROM pins WHERE name = ? AND owner = ?`, p.name, p.owner).Scan(&id)
+	return id, err
+}
+
+// record writes a mount pin that could not be written when it was taken,
+// with the references it tagged since; it runs in the writer once writes
+// work again. unrecord undoes it if that transaction rolls back.
+func (p *Pin) record(tx *writeTx) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.id != 0 || p.released {
+		return nil
+	}
+	id, err := p.create(tx)
+	if err != nil {
+		return err
+	}
+	for ref := range p.seen {
+		if _, err := tx.st.tag.ExecContext(tx.ctx, ref[:], id); err != nil {
+			return err
+		}
+	}
+	p.id, p.recorded = id, true
+	return nil
+}
+
+func (p *Pin) unrecord() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.recorded {
+		p.id, p.recorded = 0, false
+	}
+}
+
 // Name is the name the pin was created with.
 func (p *Pin) Name() string { return p.name }
 
@@ -86,8 +137,11 @@ func (p *Pin) Tag(ref eris.Ref) {
 		return
 	}
 	p.seen[ref] = struct{}{}
+	id := p.id
 	p.mu.Unlock()
-	p.s.enqueue(op{kind: opTag, ref: ref, pin: p.id})
+	if id != 0 { // else the pin is not recorded yet: record tags it
+		p.s.enqueue(op{kind: opTag, ref: ref, pin: id})
+	}
 }
 
 // Release ends this handle. A mount pin is dropped with its tags, which
@@ -215,43 +269,47 @@ func (s *SQLite) Pins(ctx context.Context) ([]PinInfo, error) {
 	return pins, nil
 }
 
-// dropStalePins drops the mount pins of processes that are gone. It runs
-// in OpenSQLite before the writer starts.
-func (s *SQLite) dropStalePins(ctx context.Context) error {
+// dropStalePins returns the op that drops the mount pins of processes that
+// are gone, in the writer's transaction: at open, and again once writes
+// work if they did not then.
+func (s *SQLite) dropStalePins() op {
 	type mount struct {
 		id          int64
 		name, owner string
 	}
-	rows, err := s.wconn.QueryContext(ctx, `SELECT id, name, owner FROM pins WHERE owner != ''`)
-	if err != nil {
-		return err
-	}
 	var stale []mount
-	for rows.Next() {
-		var m mount
-		if err := rows.Scan(&m.id, &m.name, &m.owner); err != nil {
-			rows.Close()
+	fn := func(tx *writeTx) error {
+		stale = stale[:0]
+		rows, err := tx.conn.QueryContext(tx.ctx, `SELECT id, name, owner FROM pins WHERE owner != ''`)
+		if err != nil {
 			return err
 		}
-		o, err := parseOwner(m.owner)
-		if err == nil && o.alive() {
-			continue
+		for rows.Next() {
+			var m mount
+			if err := rows.Scan(&m.id, &m.name, &m.owner); err != nil {
+				rows.Close()
+				return err
+			}
+			o, err := parseOwner(m.owner)
+			if err == nil && o.alive() {
+				continue
+			}
+			stale = append(stale, m)
 		}
-		stale = append(stale, m)
-	}
-	if err := errors.Join(rows.Err(), rows.Close()); err != nil || len(stale) == 0 {
-		return err
-	}
-	tx, err := s.wconn.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	for _, m := range stale {
-		if err := dropPin(ctx, tx, m.id); err != nil {
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 			return err
 		}
-		s.log.Info("dropped the mount pin of a process that is gone", "name", m.name, "owner", m.owner)
+		for _, m := range stale {
+			if err := dropPin(tx.ctx, tx.conn, m.id); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	return tx.Commit()
+	then := func() {
+		for _, m := range stale {
+			s.log.Info("dropped the mount pin of a process that is gone", "name", m.name, "owner", m.owner)
+		}
+	}
+	return op{kind: opFunc, fn: fn, then: then}
 }

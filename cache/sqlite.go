@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,6 +64,10 @@ type SQLiteOptions struct {
 	// here (BenchmarkSQLiteGet), and an I/O error on a mapped page is a
 	// SIGBUS that would take the mount down instead of failing one read.
 	MmapSize int64
+	// RetryInterval is how long a degraded store — one whose last write
+	// failed, as on a full disk — refuses puts at once (ErrUnavailable)
+	// before it lets the next batch try the disk again; 0 means 1 s.
+	RetryInterval time.Duration
 	// Logger receives damage, eviction and write failures; nil discards.
 	Logger *slog.Logger
 }
@@ -100,6 +105,9 @@ func (o *SQLiteOptions) fill() error {
 		o.ReadConns = 4
 	}
 	o.MmapSize = max(o.MmapSize, 0)
+	if o.RetryInterval <= 0 {
+		o.RetryInterval = time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -114,6 +122,7 @@ func (o *SQLiteOptions) fill() error {
 // returned. See doc.go for quotas, pins and crash safety.
 type SQLite struct {
 	path string
+	file string // path made absolute; "" for a store in memory
 	opts SQLiteOptions
 	log  *slog.Logger
 
@@ -142,7 +151,29 @@ type SQLite struct {
 	writeErrs    int
 	mounts       map[*Pin]struct{} // mount pins to drop on Close
 
-	evicted, damaged, rejected, commits, failed atomic.Int64
+	memoryOnly bool      // the file could not be written at open: see openMemory
+	replaced   *Replaced // the damaged file moved aside at open, or nil
+	walLimit   int64     // bytes of -wal file after which the writer checkpoints and truncates it
+	dbBudget   int64     // bytes the main file may grow to, or Unlimited (see fileBudget)
+	batchBytes int       // block bytes per write transaction
+
+	writes     episode      // failing write transactions: the store is degraded while one goes on
+	degraded   atomic.Bool  // the last write transaction failed
+	lastFail   atomic.Int64 // time of the last failed write transaction (UnixNano)
+	staleRetry atomic.Bool  // dropping stale mount pins failed at open: retry once writes work
+	corrupt    atomic.Bool  // SQLite found the file damaged while in use: move it aside on Close
+	opening    atomic.Bool  // in setup: OpenSQLite reports failures, the writer need not
+
+	evicted, damaged, rejected, commits, failed, refused atomic.Int64
+}
+
+// Replaced tells of a damaged store file that OpenSQLite moved aside before
+// starting a fresh one.
+type Replaced struct {
+	Aside   string   // the damaged file's new name (its -wal and -shm files were moved with it)
+	Err     error    // what SQLite said about it
+	Pins    []string // names of the kept pins it held (lost with it)
+	PinsErr error    // why the pins could not be read, if they could not
 }
 
 var _ eris.BlockStore = (*SQLite)(nil)
@@ -155,21 +186,65 @@ type pendingPut struct {
 // OpenSQLite opens the block store at path, creating it (and its directory)
 // if needed, migrating an older schema and dropping mount pins whose process
 // is gone. Errors name the file and what is wrong with it.
+//
+// The cache holds nothing that cannot be fetched again except pins, so two
+// failures do not stop it. A file SQLite finds damaged ("database disk
+// image is malformed", "file is not a database") is moved aside as
+// PATH.damaged-TIME with its -wal and -shm files, and a fresh store is
+// started; the log names the pins lost with it (Stats().Replaced too). A
+// store that cannot be written (a full disk, a read-only file system) is
+// replaced by an empty one in memory for this run: nothing is kept, every
+// block comes from memory and peers (Stats().MemoryOnly). Both are logged
+// once. A foreign or newer SQLite database is refused as before.
 func OpenSQLite(path string, opts SQLiteOptions) (*SQLite, error) {
-	s, err := openSQLite(path, opts)
-	if err != nil {
-		return nil, fmt.Errorf("cache: open %s: %w", path, err)
+	fail := func(err error) (*SQLite, error) { return nil, fmt.Errorf("cache: open %s: %w", path, err) }
+	if path == "" {
+		return fail(errors.New("empty path"))
 	}
-	return s, nil
+	if err := opts.fill(); err != nil {
+		return fail(err)
+	}
+	s, err := openSQLite(path, opts)
+	switch {
+	case err == nil:
+		return s, nil
+	case damagedFile(err):
+		rep, merr := moveAside(path, err)
+		if merr != nil {
+			return fail(fmt.Errorf("%w; moving the damaged file aside failed: %w", err, merr))
+		}
+		if s, err = openSQLite(path, opts); err != nil {
+			return fail(fmt.Errorf("after moving the damaged file aside as %s: %w", rep.Aside, err))
+		}
+		s.replaced = rep
+		rep.log(s.log)
+		return s, nil
+	case unwritable(err):
+		opts.Logger.Warn("the block store cannot be written; using an empty store in memory for this run: blocks come from memory and peers and are not kept",
+			"store", path, "err", err)
+		ms, merr := openMemory(path, opts)
+		if merr != nil {
+			return fail(fmt.Errorf("%w; opening a store in memory instead failed: %w", err, merr))
+		}
+		return ms, nil
+	}
+	return fail(err)
+}
+
+func (r *Replaced) log(log *slog.Logger) {
+	args := []any{"damaged", r.Aside, "err", r.Err}
+	switch {
+	case r.PinsErr != nil:
+		args = append(args, "lost_pins", "unknown: "+r.PinsErr.Error())
+	case len(r.Pins) == 0:
+		args = append(args, "lost_pins", "none")
+	default:
+		args = append(args, "lost_pins", strings.Join(r.Pins, " "))
+	}
+	log.Error("the block store was damaged: moved it aside and started a fresh one; its blocks will be fetched again, its pins are lost (pin them again)", args...)
 }
 
 func openSQLite(path string, opts SQLiteOptions) (_ *SQLite, err error) {
-	if path == "" {
-		return nil, errors.New("empty path")
-	}
-	if err := opts.fill(); err != nil {
-		return nil, err
-	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, err
@@ -177,7 +252,48 @@ func openSQLite(path string, opts SQLiteOptions) (_ *SQLite, err error) {
 	if err := prepareFile(abs); err != nil {
 		return nil, err
 	}
-	s := &SQLite{
+	s := newSQLite(path, opts)
+	s.file = abs
+	s.walLimit, s.dbBudget = fileBudget(opts.HardCap)
+	s.batchBytes = int(min(maxBatchBytes, max(s.walLimit/4, eris.BlockSize32K)))
+	mmap := fmt.Sprintf("PRAGMA mmap_size = %d", opts.MmapSize)
+	// page_size only takes effect on a new, empty file, before WAL mode
+	// writes the header. The WAL is checkpointed every 4 MiB (walLimit/4 if less) and
+	// truncated to walLimit when reset; the writer also truncates it after
+	// a commit that leaves it past walLimit/2 (see checkpoint).
+	wdb := openDB(fileURI(abs, "_mutex=no&_busy_timeout=10000"), fmt.Sprintf("PRAGMA page_size = %d", pageSize),
+		"PRAGMA journal_mode = WAL", fmt.Sprintf("PRAGMA journal_size_limit = %d", s.walLimit),
+		fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", max(min(s.walLimit/4, 4<<20)/pageSize, 1)), mmap)
+	rdb := openDB(fileURI(abs, "_mutex=no&_busy_timeout=10000&_query_only=1&_stmt_cache_size=4"), mmap)
+	if err := s.setup(wdb, rdb); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// openMemory opens an empty store in memory in place of the file at path,
+// which cannot be written: it refuses every put (ErrUnavailable) and keeps
+// only pins and their tags, so that a mount or status works from memory and
+// peers. The in-memory database is shared by the store's connections and
+// goes away with the last of them, on Close.
+func openMemory(path string, opts SQLiteOptions) (*SQLite, error) {
+	s := newSQLite(path, opts)
+	s.memoryOnly = true
+	s.walLimit, s.dbBudget, s.batchBytes = 0, Unlimited, maxBatchBytes
+	uri := fmt.Sprintf("file:erismount-memory-%d?mode=memory&cache=shared", rand.Uint64())
+	// Connections sharing a cache lock tables, not files, and the busy
+	// timeout does not apply to those locks: readers read uncommitted
+	// rows, so a pin being written does not fail a read.
+	wdb := openDB(uri+"&_mutex=no", fmt.Sprintf("PRAGMA page_size = %d", pageSize))
+	rdb := openDB(uri+"&_mutex=no&_query_only=1&_stmt_cache_size=4", "PRAGMA read_uncommitted = 1")
+	if err := s.setup(wdb, rdb); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func newSQLite(path string, opts SQLiteOptions) *SQLite {
+	return &SQLite{
 		path:    path,
 		opts:    opts,
 		log:     opts.Logger.With("store", path),
@@ -190,54 +306,147 @@ func openSQLite(path string, opts SQLiteOptions) (_ *SQLite, err error) {
 		touched: make(map[eris.Ref]int64),
 		mounts:  make(map[*Pin]struct{}),
 	}
+}
+
+// setup takes the writer's pool wdb and the readers' pool rdb (it closes
+// both if it fails), checks and migrates the schema, prepares statements,
+// starts the writer and drops stale mount pins.
+func (s *SQLite) setup(wdb, rdb *sql.DB) (err error) {
+	s.wdb, s.rdb = wdb, rdb
+	started := false
 	defer func() {
 		if err != nil {
+			if started {
+				close(s.stop)
+				<-s.exit
+			}
 			s.closeDB()
 		}
 	}()
 	ctx := context.Background()
-	mmap := fmt.Sprintf("PRAGMA mmap_size = %d", opts.MmapSize)
-	// page_size only takes effect on a new, empty file, before WAL mode
-	// writes the header.
-	s.wdb = openDB(abs, "_mutex=no&_busy_timeout=10000", fmt.Sprintf("PRAGMA page_size = %d", pageSize),
-		"PRAGMA journal_mode = WAL", "PRAGMA journal_size_limit = 67108864", mmap)
 	s.wdb.SetMaxOpenConns(1)
 	if s.wconn, err = s.wdb.Conn(ctx); err != nil {
-		return nil, err
+		return err
 	}
-	var mode string
-	if err := s.wconn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		return nil, err
-	}
-	if mode != "wal" {
-		return nil, fmt.Errorf("journal mode is %q, want wal (is the file system read-only?)", mode)
+	if !s.memoryOnly {
+		var mode string
+		if err := s.wconn.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+			return err
+		}
+		if mode != "wal" {
+			return fmt.Errorf("journal mode is %q, want wal (is the file system read-only?)", mode)
+		}
 	}
 	if err := migrate(ctx, s.wconn, schemaVersion); err != nil {
-		return nil, err
+		return err
 	}
 	if err := s.wst.prepare(ctx, s.wconn); err != nil {
-		return nil, err
+		return err
 	}
-	s.rdb = openDB(abs, "_mutex=no&_busy_timeout=10000&_query_only=1&_stmt_cache_size=4", mmap)
-	s.rdb.SetMaxOpenConns(opts.ReadConns)
-	s.rdb.SetMaxIdleConns(opts.ReadConns) // reopening runs the pragmas again
+	s.rdb.SetMaxOpenConns(s.opts.ReadConns)
+	s.rdb.SetMaxIdleConns(s.opts.ReadConns) // reopening runs the pragmas again
 	if err := s.prepareRead(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	if s.has, err = s.rdb.PrepareContext(ctx, `SELECT 1 FROM blocks WHERE ref = ?`); err != nil {
+		return err
+	}
+	// The small tables are read whole, so that damage there shows now and
+	// the file is replaced, rather than failing every mount later.
+	var clock, pins int64
+	err = s.wconn.QueryRowContext(ctx, `SELECT coalesce(max(atime), 0), (SELECT bytes FROM totals),
+		(SELECT count(*) FROM pins) + (SELECT count(*) FROM pinned) FROM blocks`).Scan(&clock, &s.stored, &pins)
+	if err != nil {
+		return err
+	}
+	s.clock.Store(clock)
+	s.opening.Store(true)
+	go s.run()
+	started = true
+	defer s.opening.Store(false)
+	// Dropping stale pins is a write: on a full disk it fails, and the
+	// store goes on degraded (the writer logs it) and retries on recovery.
+	if err := s.sync(ctx, s.dropStalePins()); err != nil {
+		if !unwritable(err) {
+			return fmt.Errorf("drop stale mount pins: %w", err)
+		}
+		s.staleRetry.Store(true)
+	}
+	return nil
+}
+
+// fileBudget divides a hard cap between the files: walLimit bytes for the
+// -wal file (an eighth of the cap, 1 to 64 MiB), shmReserve for -shm, and
+// the rest, dbBudget, for the database file, which the writer does not let
+// grow past it (see writeTx.fits). Below minFileCap the files cannot fit in
+// the cap (the schema and one WAL take more): only block bytes are capped.
+func fileBudget(hard int64) (walLimit, dbBudget int64) {
+	walLimit = 64 << 20
+	if hard == Unlimited {
+		return walLimit, Unlimited
+	}
+	walLimit = min(max(hard/8, 1<<20), walLimit)
+	if hard < minFileCap {
+		return walLimit, Unlimited
+	}
+	return walLimit, hard - walLimit - shmReserve
+}
+
+const (
+	// minFileCap is the smallest hard cap that also bounds the files.
+	minFileCap = 4 << 20
+	// shmReserve is kept for the -shm file: 32 KiB index per 4096 WAL
+	// frames, and a 64 MiB WAL has 4096 frames of 16 KiB.
+	shmReserve = 64 << 10
+)
+
+// moveAside renames the damaged store file at path, with its -wal and -shm
+// files, to PATH.damaged-TIME, and reads what pins it held.
+func moveAside(path string, cause error) (*Replaced, error) {
+	stamp := time.Now().UTC().Format("20060102T150405Z")
+	aside := path + ".damaged-" + stamp
+	for i := 1; ; i++ {
+		if _, err := os.Lstat(aside); errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		aside = fmt.Sprintf("%s.damaged-%s.%d", path, stamp, i)
+	}
+	if err := os.Rename(path, aside); err != nil {
 		return nil, err
 	}
-	var clock int64
-	err = s.wconn.QueryRowContext(ctx, `SELECT coalesce(max(atime), 0), (SELECT bytes FROM totals) FROM blocks`).Scan(&clock, &s.stored)
+	for _, ext := range []string{"-wal", "-shm"} {
+		if err := os.Rename(path+ext, aside+ext); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	}
+	r := &Replaced{Aside: aside, Err: cause}
+	r.Pins, r.PinsErr = readPins(aside)
+	return r, nil
+}
+
+// readPins reads the names of the kept pins of a store file that may be
+// damaged, without changing it.
+func readPins(path string) ([]string, error) {
+	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, err
 	}
-	s.clock.Store(clock)
-	if err := s.dropStalePins(ctx); err != nil {
-		return nil, fmt.Errorf("drop stale mount pins: %w", err)
+	db := openDB(fileURI(abs, "mode=ro&_busy_timeout=1000"))
+	defer db.Close()
+	rows, err := db.Query(`SELECT DISTINCT name FROM pins WHERE owner = '' ORDER BY name`)
+	if err != nil {
+		return nil, err
 	}
-	go s.run()
-	return s, nil
+	defer rows.Close()
+	var names []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return names, err
+		}
+		names = append(names, n)
+	}
+	return names, rows.Err()
 }
 
 // prepareFile creates the directory and, for a new store, an empty file
@@ -292,10 +501,16 @@ func withoutPath(err error) error {
 	return err
 }
 
-// openDB returns a pool of connections to the file at the absolute path
-// abs; pragmas run on each new connection. database/sql closes the
-// connector with the pool.
-func openDB(abs, params string, pragmas ...string) *sql.DB {
+// fileURI is the URI of the file at the absolute path abs with SQLite
+// parameters params. A URI filename, so that '?' and '#' in a path cannot
+// be taken for parameters (sqlite.org/uri.html).
+func fileURI(abs, params string) string {
+	return "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(abs) + "?" + params
+}
+
+// openDB returns a pool of connections to the database at uri; pragmas run
+// on each new connection. database/sql closes the connector with the pool.
+func openDB(uri string, pragmas ...string) *sql.DB {
 	drv := &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
 		for _, p := range pragmas {
 			if _, err := c.Exec(p, nil); err != nil {
@@ -304,9 +519,6 @@ func openDB(abs, params string, pragmas ...string) *sql.DB {
 		}
 		return nil
 	}}
-	// A URI filename, so that '?' and '#' in a path cannot be taken for
-	// parameters (sqlite.org/uri.html).
-	uri := "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(abs) + "?" + params
 	return sql.OpenDB(connector{drv: drv, dsn: uri})
 }
 
@@ -343,6 +555,11 @@ func (s *SQLite) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 		return nil, eris.NotFound(ref)
 	case errors.Is(err, errNotBlob):
 		return nil, s.damage(ref, err)
+	case damagedFile(err) && !s.memoryOnly:
+		// The file's structure is broken: Tiered asks the peers, and
+		// Close moves the file aside.
+		s.corrupt.Store(true)
+		return nil, fmt.Errorf("cache: get block %s from %s: %w (the file is damaged; it will be moved aside when the store is closed)", ref, s.path, err)
 	case err != nil:
 		return nil, fmt.Errorf("cache: get block %s from %s: %w", ref, s.path, err)
 	}
@@ -488,6 +705,9 @@ func (s *SQLite) PutBlock(ctx context.Context, ref eris.Ref, block []byte) error
 		return err
 	}
 	n := int64(len(block))
+	if err := s.unavailable(ref); err != nil {
+		return err
+	}
 	if s.isPending(ref) {
 		return nil
 	}
@@ -519,6 +739,24 @@ func (s *SQLite) PutBlock(ctx context.Context, ref eris.Ref, block []byte) error
 	s.mu.Unlock()
 	s.wakeWriter()
 	return nil
+}
+
+// unavailable refuses a put at once while the store cannot be written: in
+// memory only, or degraded and within RetryInterval of the last failure.
+// After that the put goes to the writer, whose transaction tells whether
+// the disk has room again.
+func (s *SQLite) unavailable(ref eris.Ref) error {
+	why := ""
+	switch {
+	case s.memoryOnly:
+		why = "its file could not be written when it was opened; this store is in memory only"
+	case s.degraded.Load() && time.Since(time.Unix(0, s.lastFail.Load())) < s.opts.RetryInterval:
+		why = "its last write failed (see the log); retrying shortly"
+	default:
+		return nil
+	}
+	s.refused.Add(1)
+	return &eris.BlockError{Ref: ref, Err: fmt.Errorf("%w: %s: %s; block not kept", ErrUnavailable, s.path, why)}
 }
 
 func (s *SQLite) isPending(ref eris.Ref) bool {
@@ -614,6 +852,16 @@ func (s *SQLite) Close() error {
 	close(s.stop)
 	<-s.exit
 	errs = append(errs, s.closeDB())
+	if s.corrupt.Load() {
+		// Found damaged while in use: replace it now, so the next
+		// OpenSQLite starts fresh rather than failing on it.
+		rep, err := moveAside(s.path, errors.New("SQLite reported the file damaged while in use"))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("cache: move the damaged %s aside: %w", s.path, err))
+		} else {
+			rep.log(s.log)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -658,23 +906,41 @@ type SQLiteStats struct {
 	Damaged       int64 // blocks found damaged and deleted
 	Rejected      int64 // puts refused with ErrFull
 	Commits       int64 // write transactions committed
-	FailedCommits int64 // write transactions rolled back
+	FailedCommits int64 // write transactions rolled back (a full disk, say)
+	Refused       int64 // puts refused at once while degraded or in memory only (ErrUnavailable)
+	// Degraded: the last write transaction failed, so fetched blocks are
+	// not kept; the store goes on serving what it holds and tries again.
+	Degraded bool
+	// MemoryOnly: the file could not be written at open; this store is an
+	// empty one in memory that keeps nothing.
+	MemoryOnly bool
+	// Replaced: the damaged file OpenSQLite moved aside, or nil.
+	Replaced *Replaced `json:",omitempty"`
+}
+
+// Health are the counters and flags of Stats that cost nothing to read:
+// for metrics at every scrape.
+func (s *SQLite) Health() SQLiteStats {
+	return SQLiteStats{
+		Path:          s.path,
+		SoftQuota:     s.opts.SoftQuota,
+		HardCap:       s.opts.HardCap,
+		Evicted:       s.evicted.Load(),
+		Damaged:       s.damaged.Load(),
+		Rejected:      s.rejected.Load(),
+		Commits:       s.commits.Load(),
+		FailedCommits: s.failed.Load(),
+		Refused:       s.refused.Load(),
+		Degraded:      s.memoryOnly || s.degraded.Load(),
+		MemoryOnly:    s.memoryOnly,
+		Replaced:      s.replaced,
+	}
 }
 
 // Stats reads the store's figures. It costs a scan of the pinned
 // references; call it for status and metrics, not per block.
 func (s *SQLite) Stats(ctx context.Context) (SQLiteStats, error) {
-	st := SQLiteStats{
-		Path:      s.path,
-		SoftQuota: s.opts.SoftQuota,
-		HardCap:   s.opts.HardCap,
-		Evicted:   s.evicted.Load(),
-		Damaged:   s.damaged.Load(),
-		Rejected:  s.rejected.Load(),
-		Commits:   s.commits.Load(),
-
-		FailedCommits: s.failed.Load(),
-	}
+	st := s.Health()
 	s.mu.Lock()
 	st.PendingBlocks, st.PendingBytes = int64(len(s.pending)), s.pendingBytes
 	s.mu.Unlock()

@@ -59,6 +59,10 @@ type Tiered struct {
 	wbErr  error // first write-back failure since the last Flush
 	wbErrs int
 
+	// Failures that come once per block while a cause lasts (a full disk,
+	// a damaged file) are logged once per episode and counted.
+	wbFailing, readFailing episode
+
 	n tieredCounters
 }
 
@@ -145,10 +149,12 @@ func (t *Tiered) fetch(ctx context.Context, ref eris.Ref) ([]byte, error) {
 		b, err := t.disk.GetBlock(ctx, ref)
 		switch {
 		case err == nil:
+			t.readFailing.ok(t.log, "cache disk reads work again")
 			t.n.diskHits.Add(1)
 			t.keep(ref, b)
 			return b, nil
 		case errors.Is(err, eris.ErrNotFound):
+			t.readFailing.ok(t.log, "cache disk reads work again")
 			t.n.diskMisses.Add(1)
 			if errors.Is(err, ErrDamaged) {
 				t.n.diskDamaged.Add(1)
@@ -158,7 +164,7 @@ func (t *Tiered) fetch(ctx context.Context, ref eris.Ref) ([]byte, error) {
 		default:
 			// A failing disk should not stop reads that a peer can serve.
 			t.n.diskErrors.Add(1)
-			t.log.Warn("cache disk read failed; asking the remote", "ref", ref, "err", err)
+			t.readFailing.fail(t.log, slog.LevelWarn, "cache disk reads fail; asking the remote (further failures are counted in metrics, not logged)", "ref", ref, "err", err)
 		}
 	}
 	if t.remote == nil {
@@ -221,7 +227,9 @@ func (t *Tiered) writeBacks() {
 		}
 		if err := t.disk.PutBlock(context.Background(), w.ref, w.b); err != nil {
 			t.n.wbErrors.Add(1)
-			t.log.Warn("writing a fetched block to disk failed", "ref", w.ref, "err", err)
+			if !errors.Is(err, ErrUnavailable) { // else the store has said so itself
+				t.wbFailing.fail(t.log, slog.LevelWarn, "fetched blocks are not written to the cache disk (further failures are counted in metrics, not logged)", "ref", w.ref, "err", err)
+			}
 			t.mu.Lock()
 			if t.wbErr == nil {
 				t.wbErr = err
@@ -230,6 +238,7 @@ func (t *Tiered) writeBacks() {
 			t.mu.Unlock()
 			continue
 		}
+		t.wbFailing.ok(t.log, "fetched blocks are written to the cache disk again")
 		t.n.wbDone.Add(1)
 	}
 }

@@ -5,13 +5,18 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	"erismount/eris"
 )
 
-// maxBatchBytes bounds the block bytes of one write transaction.
+// maxBatchBytes bounds the block bytes of one write transaction; a small
+// WAL bounds them further (SQLite.batchBytes).
 const maxBatchBytes = 32 << 20
 
 type opKind uint8
@@ -36,11 +41,13 @@ type op struct {
 	target int64
 	fn     func(*writeTx) error // SQL errors only: they roll the batch back
 	res    *error               // if set, receives the op's result before done advances
+	undo   func()               // if set, called when the transaction rolled back
+	then   func()               // if set, called when the transaction committed
 }
 
 // writeStmts are prepared once on the writer's connection.
 type writeStmts struct {
-	insMeta, insData, touch, del, exists, tag, lru *sql.Stmt
+	insMeta, insData, touch, del, exists, tag, lru, pages *sql.Stmt
 }
 
 func (w *writeStmts) prepare(ctx context.Context, c *sql.Conn) error {
@@ -56,6 +63,8 @@ func (w *writeStmts) prepare(ctx context.Context, c *sql.Conn) error {
 		// A tag for a pin dropped meanwhile must not outlive it.
 		{&w.tag, `INSERT OR IGNORE INTO pinned(ref, pin) SELECT ?, id FROM pins WHERE id = ?`},
 		{&w.lru, `SELECT ref, size FROM blocks b WHERE NOT EXISTS (SELECT 1 FROM pinned p WHERE p.ref = b.ref) ORDER BY atime LIMIT 256`},
+		// Pages in the file (in this transaction) and free pages in it.
+		{&w.pages, `SELECT * FROM pragma_page_count(), pragma_freelist_count()`},
 	} {
 		st, err := c.PrepareContext(ctx, p.q)
 		if err != nil {
@@ -68,7 +77,7 @@ func (w *writeStmts) prepare(ctx context.Context, c *sql.Conn) error {
 
 func (w *writeStmts) close() error {
 	var errs []error
-	for _, st := range []*sql.Stmt{w.insMeta, w.insData, w.touch, w.del, w.exists, w.tag, w.lru} {
+	for _, st := range []*sql.Stmt{w.insMeta, w.insData, w.touch, w.del, w.exists, w.tag, w.lru, w.pages} {
 		if st != nil {
 			errs = append(errs, st.Close())
 		}
@@ -174,7 +183,7 @@ func (s *SQLite) take(touches bool) ([]op, map[eris.Ref]int64) {
 	puts, size, i := 0, 0, 0
 	for ; i < len(s.queue) && i < 4*s.opts.MaxBatch; i++ {
 		if o := &s.queue[i]; o.kind == opPut {
-			if puts == s.opts.MaxBatch || (puts > 0 && size+len(o.data) > maxBatchBytes) {
+			if puts == s.opts.MaxBatch || (puts > 0 && size+len(o.data) > s.batchBytes) {
 				break
 			}
 			puts++
@@ -196,18 +205,43 @@ func (s *SQLite) take(touches bool) ([]op, map[eris.Ref]int64) {
 // write applies one batch in one transaction and reports the results.
 func (s *SQLite) write(batch []op, touches map[eris.Ref]int64) {
 	results := make([]error, len(batch))
-	tx := &writeTx{s: s, ctx: context.Background(), conn: s.wconn, st: &s.wst}
+	tx := &writeTx{s: s, ctx: context.Background(), conn: s.wconn, st: &s.wst, pages: -1}
 	err := tx.run(batch, touches, results)
 	if err != nil {
 		s.failed.Add(1)
+		s.lastFail.Store(time.Now().UnixNano())
+		s.degraded.Store(true)
+		for _, o := range batch {
+			if o.undo != nil {
+				o.undo()
+			}
+		}
 		err = fmt.Errorf("write transaction of %d operations in %s: %w", len(batch), s.path, err)
-		s.log.Error("cache write failed; its blocks are not stored", "err", err)
+		switch {
+		case s.opening.Load() && damagedFile(err):
+			// OpenSQLite replaces the file and says so.
+		case damagedFile(err) && !s.memoryOnly:
+			s.corrupt.Store(true)
+			s.writes.fail(s.log, slog.LevelError, "the block store file is damaged: serving from memory and peers; it will be moved aside when the store is closed", "err", err)
+		default:
+			s.writes.fail(s.log, slog.LevelWarn, "the block store cannot be written: serving from memory and peers, fetched blocks are not kept until it can (failures are counted in metrics)", "err", err)
+		}
 	} else {
 		s.commits.Add(1)
+		for _, o := range batch {
+			if o.then != nil {
+				o.then()
+			}
+		}
 		s.evicted.Add(tx.evicted)
 		if tx.evicted > 0 {
 			s.log.Debug("evicted least recently used blocks", "blocks", tx.evicted, "bytes", tx.evictedBytes)
 		}
+		if s.degraded.Load() && tx.inserted > 0 && s.roomAgain() && s.writes.ok(s.log, "the block store can be written again") {
+			s.degraded.Store(false)
+			s.recovered()
+		}
+		s.checkpoint(tx.evicted > 0)
 	}
 	var release int64
 	s.mu.Lock()
@@ -256,6 +290,9 @@ type writeTx struct {
 
 	bytes        int64 // stored bytes, as the totals table says plus changes so far
 	lastID       int64 // largest data id in use
+	pages        int64 // pages in the file when last counted, -1 before (see fits)
+	grown        int64 // at most this many pages added since
+	inserted     int   // blocks inserted
 	evicted      int64
 	evictedBytes int64
 }
@@ -315,11 +352,26 @@ func (tx *writeTx) run(batch []op, touches map[eris.Ref]int64, results []error) 
 // has no room for, even after eviction, is refused: rejected says so.
 func (tx *writeTx) put(ref eris.Ref, data []byte) (rejected, err error) {
 	n := int64(len(data))
-	if hard := tx.s.opts.HardCap; hard != Unlimited && tx.bytes+n > hard {
+	need := pagesFor(n)
+	fits, err := tx.fits(need)
+	if err != nil {
+		return nil, err
+	}
+	if hard := tx.s.opts.HardCap; hard != Unlimited && (tx.bytes+n > hard || !fits) {
 		if err := tx.evict(hard - n); err != nil {
 			return nil, err
 		}
-		if tx.bytes+n > hard {
+		err := tx.evictWhile(func() (bool, error) {
+			f, err := tx.fits(need)
+			return !f, err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if fits, err = tx.fits(need); err != nil {
+			return nil, err
+		}
+		if tx.bytes+n > hard || !fits {
 			var one int
 			switch err := tx.st.exists.QueryRowContext(tx.ctx, ref[:]).Scan(&one); {
 			case err == nil:
@@ -328,7 +380,7 @@ func (tx *writeTx) put(ref eris.Ref, data []byte) (rejected, err error) {
 				return nil, err
 			}
 			tx.s.rejected.Add(1)
-			return &eris.BlockError{Ref: ref, Err: fmt.Errorf("%w: hard cap of %d bytes reached in %s (another process wrote meanwhile?); block not stored", ErrFull, hard, tx.s.path)}, nil
+			return &eris.BlockError{Ref: ref, Err: fmt.Errorf("%w: hard cap of %d bytes reached in %s (pinned blocks fill it, or another process wrote meanwhile); block not stored", ErrFull, hard, tx.s.path)}, nil
 		}
 	}
 	id := tx.lastID + 1
@@ -344,6 +396,8 @@ func (tx *writeTx) put(ref eris.Ref, data []byte) (rejected, err error) {
 	}
 	tx.lastID = id
 	tx.bytes += n
+	tx.grown += need
+	tx.inserted++
 	return nil, nil
 }
 
@@ -363,11 +417,20 @@ func (tx *writeTx) delete(ref eris.Ref) error {
 // evict deletes unpinned blocks, least recently used first, until at most
 // target bytes are stored or only pinned blocks remain.
 func (tx *writeTx) evict(target int64) error {
+	return tx.evictWhile(func() (bool, error) { return tx.bytes > target, nil })
+}
+
+// evictWhile deletes unpinned blocks, least recently used first, while more
+// says so and unpinned blocks remain.
+func (tx *writeTx) evictWhile(more func() (bool, error)) error {
 	type victim struct {
 		ref  eris.Ref
 		size int64
 	}
-	for tx.bytes > target {
+	for {
+		if m, err := more(); err != nil || !m {
+			return err
+		}
 		rows, err := tx.st.lru.QueryContext(tx.ctx)
 		if err != nil {
 			return fmt.Errorf("evict: %w", err)
@@ -391,9 +454,11 @@ func (tx *writeTx) evict(target int64) error {
 		if len(vs) == 0 {
 			return nil // the rest is pinned
 		}
-		for _, v := range vs {
-			if tx.bytes <= target {
-				break
+		for i, v := range vs {
+			if i > 0 {
+				if m, err := more(); err != nil || !m {
+					return err
+				}
 			}
 			if err := tx.delete(v.ref); err != nil {
 				return err
@@ -402,5 +467,85 @@ func (tx *writeTx) evict(target int64) error {
 			tx.evictedBytes += v.size
 		}
 	}
-	return nil
+}
+
+// pagesFor bounds the pages a block of n bytes adds to the file: its bytes
+// in overflow pages of pageSize-4 usable bytes, its rows, and a b-tree
+// page split or two.
+func pagesFor(n int64) int64 {
+	return (n+256+pageSize-5)/(pageSize-4) + 2
+}
+
+// fits reports whether the file can take need more pages within the
+// store's file budget. Pages on the freelist are used before the file
+// grows. Until the budget is near, it counts from the page count read at
+// the start of the transaction instead of asking SQLite again.
+func (tx *writeTx) fits(need int64) (bool, error) {
+	budget := tx.s.dbBudget
+	if budget == Unlimited {
+		return true, nil
+	}
+	if tx.pages >= 0 && (tx.pages+tx.grown+need)*pageSize <= budget {
+		return true, nil
+	}
+	var pages, free int64
+	if err := tx.st.pages.QueryRowContext(tx.ctx).Scan(&pages, &free); err != nil {
+		return false, fmt.Errorf("count pages: %w", err)
+	}
+	tx.pages, tx.grown = pages, 0
+	return (pages+max(need-free, 0))*pageSize <= budget, nil
+}
+
+// minFree is the free space a degraded store waits for on its file system
+// before it counts itself writable again.
+const minFree = 4 << 20
+
+// roomAgain tells a degraded store whether the disk has room again, after
+// a transaction that stored blocks committed. On a full disk small
+// transactions can commit into WAL space that a failed one left allocated,
+// so a commit alone would make the store flap between degraded and not;
+// the free space of the file system decides (where it can be read: a
+// quota that is full does not show there).
+func (s *SQLite) roomAgain() bool {
+	if s.memoryOnly {
+		return false
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Dir(s.file), &fs); err != nil {
+		return true
+	}
+	return int64(fs.Bavail)*int64(fs.Bsize) >= minFree
+}
+
+// recovered runs when writes work again after failing: it retries what
+// OpenSQLite could not do on a full disk (dropping stale mount pins) and
+// records the mount pins taken meanwhile with the blocks they tagged.
+func (s *SQLite) recovered() {
+	s.enqueue(s.dropStalePins())
+	s.mu.Lock()
+	for p := range s.mounts {
+		s.enqueueLocked(op{kind: opFunc, fn: p.record, undo: p.unrecord})
+	}
+	s.mu.Unlock()
+}
+
+// checkpoint keeps the -wal file within walLimit: after a commit that
+// leaves it past half of that, or after an eviction freed pages, it copies
+// the WAL into the database and truncates it. Readers in the middle of a
+// read make it wait (busy timeout); if it cannot finish, the next commit
+// tries again, and SQLite's own checkpoints (wal_autocheckpoint) and
+// journal_size_limit bound the WAL meanwhile.
+func (s *SQLite) checkpoint(evicted bool) {
+	if s.memoryOnly {
+		return
+	}
+	fi, err := os.Stat(s.file + "-wal")
+	if err != nil || (fi.Size() <= s.walLimit/2 && !(evicted && fi.Size() > s.walLimit/8)) {
+		return
+	}
+	var busy, frames, done int
+	err = s.wconn.QueryRowContext(context.Background(), "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &frames, &done)
+	if err != nil || busy != 0 {
+		s.log.Debug("WAL checkpoint did not complete", "wal_bytes", fi.Size(), "frames", frames, "checkpointed", done, "err", err)
+	}
 }

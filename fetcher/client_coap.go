@@ -52,6 +52,7 @@ type coapPeer struct {
 	log  *slog.Logger
 
 	sem   inFlight
+	echo  atomic.Pointer[[]byte] // the last Echo value the server asked for (UDP)
 	slots []coapSlot
 	next  atomic.Uint32
 	tick  *periodic
@@ -326,20 +327,22 @@ type transfer struct {
 // Block2) and returns a 2.05 response; other codes are errors.
 func (t *transfer) ask(ctx context.Context, token message.Token, num int64) (*pool.Message, error) {
 	cc := t.cc
-	req, err := cc.NewGetRequest(ctx, t.p.ep.blocksPath(), t.q)
-	if err != nil {
-		return nil, err
-	}
-	defer cc.ReleaseMessage(req)
-	req.SetToken(token)
-	if num >= 0 {
-		opt, err := blockwise.EncodeBlockOption(t.szx, num, false)
+	resp, err := t.p.exchange(cc, func() (*pool.Message, error) {
+		req, err := cc.NewGetRequest(ctx, t.p.ep.blocksPath(), t.q)
 		if err != nil {
 			return nil, err
 		}
-		req.SetOptionUint32(message.Block2, opt)
-	}
-	resp, err := cc.Do(req)
+		req.SetToken(token)
+		if num >= 0 {
+			opt, err := blockwise.EncodeBlockOption(t.szx, num, false)
+			if err != nil {
+				cc.ReleaseMessage(req)
+				return nil, err
+			}
+			req.SetOptionUint32(message.Block2, opt)
+		}
+		return req, nil
+	})
 	if err != nil {
 		return nil, t.p.transportErr(ctx, cc, err)
 	}
@@ -500,22 +503,23 @@ func (p *coapPeer) put(ctx context.Context, ref eris.Ref, block []byte) error {
 			part = block[off:min(off+bs, len(block))]
 			more = off+bs < len(block)
 		}
-		req, err := cc.NewPutRequest(ctx, p.ep.blocksPath(), message.AppOctets, bytes.NewReader(part), p.refOption(ref))
-		if err != nil {
-			return err
-		}
-		req.SetToken(token)
-		if chunked {
-			opt, err := blockwise.EncodeBlockOption(blockwise.SZX1024, int64(off/bs), more)
+		resp, err := p.exchange(cc, func() (*pool.Message, error) {
+			req, err := cc.NewPutRequest(ctx, p.ep.blocksPath(), message.AppOctets, bytes.NewReader(part), p.refOption(ref))
 			if err != nil {
-				cc.ReleaseMessage(req)
-				return err
+				return nil, err
 			}
-			req.SetOptionUint32(message.Block1, opt)
-			req.SetOptionUint32(message.Size1, uint32(len(block)))
-		}
-		resp, err := cc.Do(req)
-		cc.ReleaseMessage(req)
+			req.SetToken(token)
+			if chunked {
+				opt, err := blockwise.EncodeBlockOption(blockwise.SZX1024, int64(off/bs), more)
+				if err != nil {
+					cc.ReleaseMessage(req)
+					return nil, err
+				}
+				req.SetOptionUint32(message.Block1, opt)
+				req.SetOptionUint32(message.Size1, uint32(len(block)))
+			}
+			return req, nil
+		})
 		if err != nil {
 			return p.transportErr(ctx, cc, err)
 		}
@@ -531,6 +535,36 @@ func (p *coapPeer) put(ctx context.Context, ref eris.Ref, block []byte) error {
 		if err != nil || !more {
 			return err
 		}
+	}
+}
+
+// exchange sends the request build makes and returns the response. Over
+// UDP the request carries the peer's Echo value, once it has one; a 4.01
+// with an Echo option (RFC 9175 §2.4: a server verifying that our address
+// receives its answers) is answered at once by sending the request again
+// with that Echo, which is remembered for the next requests (and the
+// peer's other sockets).
+func (p *coapPeer) exchange(cc coapConn, build func() (*pool.Message, error)) (*pool.Message, error) {
+	for again := false; ; again = true {
+		req, err := build()
+		if err != nil {
+			return nil, err
+		}
+		if e := p.echo.Load(); e != nil && p.ep.transport == transportUDP {
+			req.SetOptionBytes(message.Echo, *e)
+		}
+		resp, err := cc.Do(req)
+		cc.ReleaseMessage(req)
+		if err != nil || again || resp.Code() != codes.Unauthorized || p.ep.transport != transportUDP {
+			return resp, err
+		}
+		echo, err := resp.GetOptionBytes(message.Echo)
+		if err != nil || len(echo) == 0 || len(echo) > 40 {
+			return resp, nil // a plain 4.01: the answer
+		}
+		v := bytes.Clone(echo)
+		p.echo.Store(&v)
+		cc.ReleaseMessage(resp)
 	}
 }
 

@@ -37,8 +37,17 @@ type PoolOptions struct {
 	FailThreshold int
 	// Backoff is how long a dead peer is skipped before one request probes
 	// it again (default 1s); it doubles after each failed probe, up to
-	// MaxBackoff (default 1 minute).
+	// MaxBackoff (default 1 minute). Background requests (eris.Background)
+	// wait for the back-off to end.
 	Backoff, MaxBackoff time.Duration
+	// ProbeInterval is the least time between two probes of a dead peer
+	// that a read someone waits for makes before the peer's back-off ends,
+	// when every peer is backing off (default 1s, at most MaxBackoff).
+	// Such a read probes each dead peer not probed for ProbeInterval, at
+	// most one probe in flight per peer, or waits for a probe in flight,
+	// instead of failing at once: a peer that is back is used again within
+	// about ProbeInterval, however long its back-off has grown.
+	ProbeInterval time.Duration
 	// Retries is how many times one GetBlock asks a peer again after a
 	// failure that may pass (broken connection, timeout, 5.xx), when the
 	// peer is still live (default 2; negative for none).
@@ -76,6 +85,10 @@ func (o *PoolOptions) fill() {
 	if o.MaxBackoff < o.Backoff {
 		o.MaxBackoff = max(time.Minute, o.Backoff)
 	}
+	if o.ProbeInterval <= 0 {
+		o.ProbeInterval = time.Second
+	}
+	o.ProbeInterval = min(o.ProbeInterval, o.MaxBackoff)
 	if o.Retries == 0 {
 		o.Retries = 2
 	}
@@ -86,8 +99,9 @@ func (o *PoolOptions) fill() {
 // failures, keeps a window of requests in flight per peer, hedges a
 // request that is slower than the peer's usual answer time to the next
 // peer (the first valid block wins, the others are cancelled), skips dead
-// peers and probes them once per backoff period, and verifies every
-// block against its reference before returning it.
+// peers and probes them once per backoff period (and, when every peer is
+// dead, on a demand read at most once per ProbeInterval), and verifies
+// every block against its reference before returning it.
 //
 // Pool is an eris.BlockGetter. It owns its peers: Close closes them.
 type Pool struct {
@@ -100,6 +114,9 @@ type Pool struct {
 	mu     sync.RWMutex // guards closed against wg.Add
 	closed bool
 	wg     sync.WaitGroup // attempts
+
+	probeMu    sync.Mutex
+	probeEnded chan struct{} // closed, and replaced, when a probe ends
 }
 
 // verifyingPeer is implemented by the peers Dial returns: they verify
@@ -127,16 +144,17 @@ type poolPeer struct {
 	penalty   float64   // decaying count of recent failures, for ranking
 	deadUntil time.Time // zero: live
 	backoff   time.Duration
+	lastTry   time.Time // when the peer died or was last probed
 	probing   bool
 
-	requests, hedges, blocks, bytes, notFound, errs, timeouts, corrupt atomic.Uint64
+	requests, probes, hedges, blocks, bytes, notFound, errs, timeouts, corrupt atomic.Uint64
 }
 
 // NewPool returns a pool over peers, which it owns from now on.
 func NewPool(peers []Peer, opts PoolOptions) *Pool {
 	opts.fill()
 	ctx, cancel := context.WithCancel(context.Background())
-	pl := &Pool{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel}
+	pl := &Pool{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, probeEnded: make(chan struct{})}
 	for _, p := range peers {
 		_, v := p.(verifyingPeer)
 		pl.peers = append(pl.peers, &poolPeer{
@@ -159,15 +177,29 @@ type candidate struct {
 // candidates ranks the peers for one request: live peers by estimated
 // latency times their recent failures (busy ones last), and dead peers
 // whose backoff has ended as probes, at most one probe in flight each.
-func (pl *Pool) candidates(now time.Time) (live, probes []candidate, dead int) {
+//
+// When no peer is live nor due for a probe and early is set (a demand
+// read), the dead peers not tried for ProbeInterval are probed early.
+// wait is then closed when a probe in flight ends (nil if none is).
+func (pl *Pool) candidates(now time.Time, early bool) (live, probes []candidate, dead int, wait <-chan struct{}) {
+	// Taken before looking at the peers: a probe seen in flight closes it
+	// when it ends.
+	ended := pl.probeWaiter()
+	var resting []*poolPeer // dead, in their backoff, no probe in flight
 	for _, pp := range pl.peers {
 		pp.mu.Lock()
 		isDead := !pp.deadUntil.IsZero()
 		switch {
-		case isDead && (pp.probing || now.Before(pp.deadUntil)):
+		case isDead && pp.probing:
 			dead++
+			wait = ended
+		case isDead && now.Before(pp.deadUntil):
+			dead++
+			if now.Sub(pp.lastTry) >= pl.opts.ProbeInterval {
+				resting = append(resting, pp)
+			}
 		case isDead:
-			pp.probing = true
+			pl.startProbe(pp, now)
 			probes = append(probes, candidate{pp: pp, probe: true})
 		default:
 			est, ok := pp.lat.estimate()
@@ -182,6 +214,16 @@ func (pl *Pool) candidates(now time.Time) (live, probes []candidate, dead int) {
 		}
 		pp.mu.Unlock()
 	}
+	if early && len(live) == 0 && len(probes) == 0 {
+		for _, pp := range resting {
+			pp.mu.Lock()
+			if !pp.deadUntil.IsZero() && !pp.probing && now.Sub(pp.lastTry) >= pl.opts.ProbeInterval {
+				pl.startProbe(pp, now)
+				probes = append(probes, candidate{pp: pp, probe: true})
+			}
+			pp.mu.Unlock()
+		}
+	}
 	slices.SortFunc(live, func(a, b candidate) int {
 		switch {
 		case a.cost < b.cost:
@@ -191,7 +233,30 @@ func (pl *Pool) candidates(now time.Time) (live, probes []candidate, dead int) {
 		}
 		return 0
 	})
-	return live, probes, dead
+	return live, probes, dead, wait
+}
+
+// startProbe marks pp as probed; pp.mu is held.
+func (pl *Pool) startProbe(pp *poolPeer, now time.Time) {
+	pp.probing = true
+	pp.lastTry = now
+	pp.probes.Add(1)
+}
+
+// probeWaiter returns a channel closed when the next probe ends.
+func (pl *Pool) probeWaiter() <-chan struct{} {
+	pl.probeMu.Lock()
+	defer pl.probeMu.Unlock()
+	return pl.probeEnded
+}
+
+// probeOver tells the reads waiting for a probe that one ended; pp.mu is
+// held and pp.probing was just cleared.
+func (pl *Pool) probeOver() {
+	pl.probeMu.Lock()
+	close(pl.probeEnded)
+	pl.probeEnded = make(chan struct{})
+	pl.probeMu.Unlock()
 }
 
 // hedgeAfter is how long to wait for pp before asking the next peer.
@@ -215,12 +280,9 @@ type attemptResult struct {
 // have the block, ErrNoPeers when every peer is backing off, the context's
 // error when ctx ends first, and otherwise the peers' errors.
 func (pl *Pool) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
-	live, probes, dead := pl.candidates(time.Now())
-	if len(live) == 0 && len(probes) == 0 {
-		if len(pl.peers) == 0 {
-			return nil, fmt.Errorf("get block %s: %w: the pool has no peers", ref.Str(), ErrNoPeers)
-		}
-		return nil, fmt.Errorf("get block %s: %w: all %d peers are backing off after failures", ref.Str(), ErrNoPeers, dead)
+	live, probes, dead, err := pl.choose(ctx, ref)
+	if err != nil {
+		return nil, err
 	}
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -299,6 +361,33 @@ func (pl *Pool) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 				return nil, ErrClosed
 			}
 			return nil, fmt.Errorf("get block %s: %w (%d peers failed first: %v)", ref.Str(), ctx.Err(), len(errs), errors.Join(errs...))
+		}
+	}
+}
+
+// choose returns the candidates for one request. When every peer is
+// backing off, a demand read (not eris.Background) probes the peers not
+// tried for ProbeInterval, or waits for the probes in flight to end, each
+// at most once per peer; a background read fails at once.
+func (pl *Pool) choose(ctx context.Context, ref eris.Ref) (live, probes []candidate, dead int, err error) {
+	demand := !eris.IsBackground(ctx)
+	for waits := 0; ; waits++ {
+		var wait <-chan struct{}
+		live, probes, dead, wait = pl.candidates(time.Now(), demand && waits == 0)
+		switch {
+		case len(live) > 0 || len(probes) > 0:
+			return live, probes, dead, nil
+		case len(pl.peers) == 0:
+			return nil, nil, 0, fmt.Errorf("get block %s: %w: the pool has no peers", ref.Str(), ErrNoPeers)
+		case wait == nil || !demand || waits >= len(pl.peers):
+			return nil, nil, dead, fmt.Errorf("get block %s: %w: all %d peers are backing off after failures", ref.Str(), ErrNoPeers, dead)
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, nil, dead, fmt.Errorf("get block %s: %w (waiting for a probe of a peer backing off)", ref.Str(), ctx.Err())
+		case <-pl.ctx.Done():
+			return nil, nil, dead, ErrClosed
 		}
 	}
 }
@@ -421,6 +510,7 @@ func (pl *Pool) record(pp *poolPeer, probe bool, ctx context.Context, t0 time.Ti
 	defer pp.mu.Unlock()
 	if probe {
 		pp.probing = false
+		defer pl.probeOver() // after the peer's new state is set
 	}
 	if answered {
 		if !pp.deadUntil.IsZero() {
@@ -450,6 +540,7 @@ func (pl *Pool) record(pp *poolPeer, probe bool, ctx context.Context, t0 time.Ti
 		// A straggler of a peer already dead: its probe decides.
 	case pp.failures >= pl.opts.FailThreshold:
 		pp.deadUntil = now.Add(pp.backoff)
+		pp.lastTry = now
 		pl.log.Warn("peer is dead, skipping it", "peer", pp.url, "for", pp.backoff, "err", err)
 	}
 }
@@ -463,6 +554,7 @@ const failBurst = 50 * time.Millisecond
 func (pl *Pool) endProbe(pp *poolPeer) {
 	pp.mu.Lock()
 	pp.probing = false
+	pl.probeOver()
 	pp.mu.Unlock()
 }
 
@@ -475,6 +567,7 @@ func (pl *Pool) Stats() []PeerStats {
 			URL:        pp.url,
 			Requests:   pp.requests.Load(),
 			Hedges:     pp.hedges.Load(),
+			Probes:     pp.probes.Load(),
 			Blocks:     pp.blocks.Load(),
 			Bytes:      pp.bytes.Load(),
 			NotFound:   pp.notFound.Load(),

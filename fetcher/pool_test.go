@@ -185,9 +185,9 @@ func TestPoolDeadPeerFailsBack(t *testing.T) {
 		t.Fatalf("after 3 failures the peer is %s, want dead", st)
 	}
 	calls := p.calls.Load()
-	_, err := pl.GetBlock(ctx, refs[3])
+	_, err := pl.GetBlock(eris.Background(ctx), refs[3])
 	if !errors.Is(err, ErrNoPeers) || p.calls.Load() != calls {
-		t.Fatalf("a dead peer in its backoff was asked (err %v)", err)
+		t.Fatalf("a background read asked a dead peer in its backoff (err %v)", err)
 	}
 	p.down.Store(false)
 	time.Sleep(60 * time.Millisecond)

@@ -2,6 +2,7 @@ package fetcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -31,6 +32,13 @@ type ServerOptions struct {
 	// it sends them in 1 KiB parts (default 256, 8 MiB), so that a
 	// block-wise transfer reads the store once.
 	CacheBlocks int
+	// TrustUDPSources answers CoAP-over-UDP requests in full from any
+	// source address. By default an address must first show that it
+	// receives our datagrams (RFC 9175 Echo, see echo.go): until then a
+	// request gets a 4.01 with an Echo option at most three times its size,
+	// so a forged source address cannot turn the server into a reflector.
+	// Only for networks where source addresses cannot be forged.
+	TrustUDPSources bool
 }
 
 func (o *ServerOptions) fill() {
@@ -93,6 +101,26 @@ func NewServer(store eris.BlockStore, opts ServerOptions) *Server {
 	opts.fill()
 	return &Server{store: store, opts: opts, log: opts.Logger, listeners: make(map[listener]func() bool)}
 }
+
+// NewReadOnlyServer returns a server that answers block requests from g
+// and refuses uploads (4.05 / 405), whatever opts.AllowPut says: a node
+// serving what it holds. Every request is a g.GetBlock, so g decides what
+// a miss does: give it a getter of local tiers only (a *cache.SQLite, or a
+// cache.Tiered without a Remote) to serve what is held, and a getter that
+// fetches from peers only to relay on purpose.
+func NewReadOnlyServer(g eris.BlockGetter, opts ServerOptions) *Server {
+	opts.AllowPut = false
+	return NewServer(readOnly{g}, opts)
+}
+
+// readOnly is a store that cannot be written.
+type readOnly struct{ eris.BlockGetter }
+
+func (readOnly) PutBlock(context.Context, eris.Ref, []byte) error {
+	return errReadOnly
+}
+
+var errReadOnly = errors.New("fetcher: read-only store")
 
 // Listen starts serving on rawURL and returns the URL it really listens on
 // (with the port chosen when the URL asks for port 0):
@@ -196,16 +224,23 @@ type ServerStats struct {
 	Stored   uint64 // of which stored
 	Rejected uint64 // of which refused: wrong size, or the body does not hash to the reference
 	Errors   uint64 // store failures and timeouts, gets and puts
+	// EchoChallenges counts the 4.01 answers with an Echo option sent to
+	// unverified UDP source addresses; EchoDropped the requests from such
+	// addresses too small to answer within three times their size.
+	EchoChallenges uint64
+	EchoDropped    uint64
 }
 
 type serverCounters struct {
 	gets, blocks, bytes, notFound  atomic.Uint64
 	puts, stored, rejected, errors atomic.Uint64
+	echoChallenges, echoDropped    atomic.Uint64
 }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() ServerStats {
 	c := &s.stats
 	return ServerStats{Gets: c.gets.Load(), Blocks: c.blocks.Load(), Bytes: c.bytes.Load(), NotFound: c.notFound.Load(),
-		Puts: c.puts.Load(), Stored: c.stored.Load(), Rejected: c.rejected.Load(), Errors: c.errors.Load()}
+		Puts: c.puts.Load(), Stored: c.stored.Load(), Rejected: c.rejected.Load(), Errors: c.errors.Load(),
+		EchoChallenges: c.echoChallenges.Load(), EchoDropped: c.echoDropped.Load()}
 }

@@ -16,6 +16,7 @@ import (
 	coapnet "github.com/plgd-dev/go-coap/v3/net"
 	"github.com/plgd-dev/go-coap/v3/options/config"
 	udpclient "github.com/plgd-dev/go-coap/v3/udp/client"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
 	udpserver "github.com/plgd-dev/go-coap/v3/udp/server"
 )
 
@@ -48,6 +49,7 @@ type udpListener struct {
 	wild    bool // bound to 0.0.0.0 or [::]: read control messages to reply from the right address
 	handler *coapBlocks
 	mpool   *pool.Pool
+	echo    echoKey // makes the Echo values that verify client addresses
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -84,8 +86,14 @@ func (s *Server) listenUDP(ep endpoint) (listener, string, error) {
 	}
 	_ = raw.SetReadBuffer(udpSocketBuffer)
 	_ = raw.SetWriteBuffer(udpSocketBuffer)
+	key, err := newEchoKey()
+	if err != nil {
+		raw.Close()
+		return nil, "", err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &udpListener{
+		echo:    key,
 		s:       s,
 		raw:     raw,
 		conn:    coapnet.NewUDPConn("udp", raw, coapnet.WithErrors(s.coapErrors)),
@@ -133,9 +141,12 @@ func (l *udpListener) readLoop() {
 		if n > 64<<10 {
 			continue
 		}
-		st := l.client(ap)
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		st := l.known(ap)
 		if st == nil {
-			continue
+			if st = l.admit(ap, cm, buf[:n]); st == nil {
+				continue
+			}
 		}
 		st.lastSeen.Store(time.Now().UnixNano())
 		if err := st.cc.Process(cm, buf[:n]); err != nil {
@@ -148,9 +159,83 @@ func (l *udpListener) readLoop() {
 	}
 }
 
+// known returns the connection state of a verified client address.
+func (l *udpListener) known(ap netip.AddrPort) *udpClientState {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.clients[ap]
+}
+
+// admit decides about a datagram from an address without state: a request
+// with a valid Echo value for the address (or any datagram when the server
+// trusts sources) makes the address a client, whose state it returns.
+// Otherwise it answers a request with 4.01 and an Echo option, a ping with
+// a reset, when the answer is at most echoMaxRatio times the datagram, and
+// returns nil.
+func (l *udpListener) admit(ap netip.AddrPort, cm *coapnet.ControlMessage, dgram []byte) *udpClientState {
+	if l.s.opts.TrustUDPSources {
+		return l.client(ap)
+	}
+	var req message.Message
+	for size := 16; ; size *= 4 {
+		req.Options = make(message.Options, 0, size)
+		_, err := coder.DefaultCoder.Decode(dgram, &req)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, message.ErrOptionsTooSmall) || size > 1024 {
+			l.s.log.Debug("coap udp datagram dropped", "from", ap, "err", err)
+			return nil
+		}
+	}
+	now := time.Now()
+	var resp message.Message
+	switch {
+	case req.Code == codes.Empty && req.Type == message.Confirmable:
+		// A ping (RFC 7252 §4.3): a reset, of its size.
+		resp = message.Message{Type: message.Reset, MessageID: req.MessageID, Code: codes.Empty}
+	case req.Code < codes.GET || req.Code > codes.IPATCH || req.Type == message.Acknowledgement || req.Type == message.Reset:
+		return nil // not a request: nothing to answer
+	default:
+		if echo, err := req.Options.GetBytes(message.Echo); err == nil && l.echo.valid(echo, ap.Addr(), now) {
+			return l.client(ap)
+		}
+		resp = message.Message{Type: message.NonConfirmable, MessageID: int32(message.GetMID()), Token: req.Token, Code: codes.Unauthorized}
+		if req.Type == message.Confirmable {
+			resp.Type, resp.MessageID = message.Acknowledgement, req.MessageID
+		}
+		resp.Options = message.Options{{ID: message.Echo, Value: l.echo.value(ap.Addr(), now)}}
+	}
+	out := make([]byte, 64)
+	n, err := coder.DefaultCoder.Encode(resp, out)
+	if err != nil {
+		return nil
+	}
+	out = out[:n]
+	if len(out) > echoMaxRatio*len(dgram) {
+		l.s.stats.echoDropped.Add(1)
+		return nil
+	}
+	if resp.Code == codes.Unauthorized {
+		l.s.stats.echoChallenges.Add(1)
+	}
+	if l.wild && cm != nil {
+		reply := &coapnet.ControlMessage{IfIndex: cm.IfIndex}
+		if !cm.Dst.IsMulticast() {
+			reply.Src = cm.Dst
+		}
+		err = l.conn.WriteWithOptions(out, coapnet.WithRemoteAddr(net.UDPAddrFromAddrPort(ap)), coapnet.WithControlMessage(reply))
+	} else {
+		_, err = l.raw.WriteToUDPAddrPort(out, ap)
+	}
+	if err != nil {
+		l.s.log.Debug("coap udp: cannot send an Echo challenge", "to", ap, "err", err)
+	}
+	return nil
+}
+
 // client returns the connection state for a client address, creating it.
 func (l *udpListener) client(ap netip.AddrPort) *udpClientState {
-	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if st := l.clients[ap]; st != nil {

@@ -36,6 +36,9 @@ type PeerStats struct {
 	// earlier peer was slower than usual for the same block.
 	Requests uint64
 	Hedges   uint64
+	// Probes counts the requests that tested whether a dead peer is back
+	// (part of Requests).
+	Probes uint64
 	// Blocks and Bytes count verified blocks received.
 	Blocks uint64
 	Bytes  uint64

@@ -32,3 +32,17 @@ var (
 	_ gofs.NodeStatfser   = (*symlinkNode)(nil)
 	_ gofs.NodeGetxattrer = (*symlinkNode)(nil)
 )
+
+// The store view's root and the root nodes of its items.
+var (
+	_ gofs.NodeLookuper       = (*storeRoot)(nil)
+	_ gofs.NodeGetattrer      = (*storeRoot)(nil)
+	_ gofs.NodeOpendirHandler = (*storeRoot)(nil)
+	_ gofs.NodeStatfser       = (*storeRoot)(nil)
+	_ gofs.NodeOnForgetter    = (*itemDir)(nil)
+	_ gofs.NodeLookuper       = (*itemDir)(nil)
+	_ gofs.NodeOnForgetter    = (*itemFile)(nil)
+	_ gofs.NodeOpener         = (*itemFile)(nil)
+	_ gofs.NodeOnForgetter    = (*itemSymlink)(nil)
+	_ gofs.NodeReadlinker     = (*itemSymlink)(nil)
+)

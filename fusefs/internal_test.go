@@ -84,7 +84,7 @@ func TestSeenSet(t *testing.T) {
 // TestDoAbandons: an operation whose function ignores its context returns
 // within the deadline and grace, and its late hook runs once it is done.
 func TestDoAbandons(t *testing.T) {
-	m := &mountFS{opts: Options{Deadline: 50 * time.Millisecond}.withDefaults()}
+	m := &mountFS{opts: Options{Deadline: 50 * time.Millisecond}.withDefaults(), st: new(counters)}
 	release := make(chan struct{})
 	lateRan := make(chan struct{})
 	start := time.Now()

@@ -63,6 +63,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Debug logs every FUSE request and reply to Logger at debug level.
 	Debug bool
+	// NonEmpty allows mounting over a directory that holds files, hiding
+	// them while mounted (FUSE's nonempty); by default Mount refuses.
+	NonEmpty bool
 }
 
 func (o Options) withDefaults() Options {
@@ -119,11 +122,13 @@ type mountFS struct {
 	base context.Context
 	ra   *prefetcher
 	tra  *treeAhead // nil when Options.TreeAhead is off
-	bufs sync.Pool  // *[]byte of maxRead bytes, for replies
+	bufs *sync.Pool // *[]byte of maxRead bytes, for replies
 	seen seenSet
-	st   counters
+	st   *counters
 }
 
+// newMountFS returns the state of a mount of tree, or with a nil tree the
+// state the items of a store view share.
 func newMountFS(ctx context.Context, tree *erisfs.Tree, opts Options) *mountFS {
 	opts = opts.withDefaults()
 	m := &mountFS{
@@ -133,18 +138,38 @@ func newMountFS(ctx context.Context, tree *erisfs.Tree, opts Options) *mountFS {
 		uid:  uint32(os.Getuid()),
 		gid:  uint32(os.Getgid()),
 		base: ctx,
+		bufs: &sync.Pool{New: func() any { b := make([]byte, maxRead); return &b }},
+		st:   new(counters),
+	}
+	if opts.Readahead > 0 {
+		m.ra = newPrefetcher(int64(opts.Readahead), int64(opts.ReadaheadMemory), m.st)
+	}
+	if tree == nil {
+		return m
 	}
 	if !tree.Root().IsDir() {
 		m.inoShift = 1
 	}
-	if opts.Readahead > 0 {
-		m.ra = newPrefetcher(int64(opts.Readahead), int64(opts.ReadaheadMemory), &m.st)
-	}
-	if opts.TreeAhead > 0 {
-		m.tra = newTreeAhead(m, int64(opts.TreeAhead))
-	}
-	m.bufs.New = func() any { b := make([]byte, maxRead); return &b }
+	m.setTree(tree)
 	return m
+}
+
+// withTree returns a mount state for tree that shares m's options,
+// readahead budget, buffers and counters, its entry numbers shifted by
+// inoShift: one store item of a store view (see store.go).
+func (m *mountFS) withTree(tree *erisfs.Tree, inoShift uint64) *mountFS {
+	n := &mountFS{opts: m.opts, log: m.log, uid: m.uid, gid: m.gid, inoShift: inoShift,
+		base: m.base, ra: m.ra, bufs: m.bufs, st: m.st}
+	n.setTree(tree)
+	return n
+}
+
+// setTree sets the tree served and its tree-ahead.
+func (m *mountFS) setTree(tree *erisfs.Tree) {
+	m.tree = tree
+	if m.opts.TreeAhead > 0 {
+		m.tra = newTreeAhead(m, int64(m.opts.TreeAhead))
+	}
 }
 
 // root is the mount's root directory node: the tree's root, or a synthetic

@@ -169,8 +169,9 @@ func TestMountPeerDies(t *testing.T) {
 			src := spec.WriteDir(t)
 			store := filepath.Join(t.TempDir(), "origin.sqlite")
 			rc := testenv.PublishSQLite(t, src, store)
-			// 50 ms a block: reading 8 MiB (256 blocks) takes a while.
-			peer := testenv.ServeProcess(t, store, scheme, 50*time.Millisecond)
+			// The peer answers 64 gets (the index, small, part of big) and
+			// then no more: big's read is in flight when the peer dies.
+			peer := testenv.ServeProcess(t, store, scheme, 64)
 			c := testenv.NewCache(t, testenv.Dial(t, peer.URL))
 			dir := testenv.Mount(t, testenv.OpenTree(t, rc, c), fusefs.Options{Deadline: deadline}).Dir()
 			if got, err := os.ReadFile(filepath.Join(dir, "small")); err != nil || string(got) != "read before" {
@@ -187,7 +188,11 @@ func TestMountPeerDies(t *testing.T) {
 				b, err := os.ReadFile(filepath.Join(dir, "big"))
 				done <- result{len(b), err, time.Since(start)}
 			}()
-			time.Sleep(300 * time.Millisecond)
+			select {
+			case <-peer.Stalled():
+			case r := <-done:
+				t.Fatalf("big read whole (%d bytes, %v) from a peer that stops after 64 blocks", r.n, r.err)
+			}
 			killed := time.Now()
 			peer.Kill()
 			var r result
@@ -319,7 +324,7 @@ func TestCLIPeerDies(t *testing.T) {
 	src := spec.WriteDir(t)
 	origin := filepath.Join(t.TempDir(), "origin.sqlite")
 	rc := testenv.PublishSQLite(t, src, origin)
-	peer := testenv.ServeProcess(t, origin, "coap", 50*time.Millisecond)
+	peer := testenv.ServeProcess(t, origin, "coap", 64) // then stalls: the read is in flight at the kill
 	dir := t.TempDir()
 	p := testenv.Start(t, rc.URN(), dir, "--peer", peer.URL, "--store", filepath.Join(t.TempDir(), "cache.sqlite"), "--deadline", deadline.String())
 	testenv.WaitMounted(t, p, dir, mountTimeout)
@@ -329,7 +334,11 @@ func TestCLIPeerDies(t *testing.T) {
 		_, err := os.ReadFile(filepath.Join(dir, "big"))
 		done <- err
 	}()
-	time.Sleep(300 * time.Millisecond)
+	select {
+	case <-peer.Stalled():
+	case err := <-done:
+		t.Fatalf("big read whole (%v) from a peer that stops after 64 blocks", err)
+	}
 	killed := time.Now()
 	peer.Kill()
 	select {

@@ -23,6 +23,7 @@ import (
 // packages stay free of Prometheus; this file only translates.
 type metricSources struct {
 	tiered func() cache.TieredStats
+	store  func() cache.SQLiteStats // the block store's Health
 	peers  func() []fetcher.PeerStats
 	fuse   func() fusefs.Stats
 	server func() fetcher.ServerStats
@@ -42,6 +43,12 @@ var (
 	descCacheBad    = prometheus.NewDesc("erismount_cache_corrupt_total", "Blocks that failed verification in a tier (never returned).", []string{"tier"}, nil)
 	descMerged      = prometheus.NewDesc("erismount_cache_merged_total", "Block gets that waited for a fetch of the same block already running.", nil, nil)
 	descWriteBack   = prometheus.NewDesc("erismount_cache_writebacks_total", "Fetched blocks written back to the disk tier, by outcome.", []string{"outcome"}, nil)
+
+	descDiskDegraded = prometheus.NewDesc("erismount_cache_disk_degraded", "1 while the block store cannot be written (a full disk, or in memory only): blocks are served but not kept.", nil, nil)
+	descDiskFailed   = prometheus.NewDesc("erismount_cache_disk_write_failures_total", "Write transactions of the block store that failed (a full disk, a damaged file).", nil, nil)
+	descDiskRefused  = prometheus.NewDesc("erismount_cache_disk_refused_total", "Blocks not kept because the block store could not be written.", nil, nil)
+	descDiskFull     = prometheus.NewDesc("erismount_cache_disk_full_total", "Blocks not kept because pinned blocks fill the hard cap.", nil, nil)
+	descDiskEvicted  = prometheus.NewDesc("erismount_cache_disk_evictions_total", "Blocks evicted from the block store, least recently used first.", nil, nil)
 
 	descPeerUp       = prometheus.NewDesc("erismount_peer_up", "1 if the peer is live, 0 if dead or being probed.", []string{"peer"}, nil)
 	descPeerRequests = prometheus.NewDesc("erismount_peer_requests_total", "Block requests sent to the peer.", []string{"peer"}, nil)
@@ -102,6 +109,18 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descWriteBack, s.WriteBacks, "written")
 		counter(descWriteBack, s.WriteBackErrors, "error")
 		counter(descWriteBack, s.WriteBackDropped, "dropped")
+	}
+	if c.src.store != nil {
+		s := c.src.store()
+		degraded := 0.0
+		if s.Degraded {
+			degraded = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descDiskDegraded, prometheus.GaugeValue, degraded)
+		counter(descDiskFailed, s.FailedCommits)
+		counter(descDiskRefused, s.Refused)
+		counter(descDiskFull, s.Rejected)
+		counter(descDiskEvicted, s.Evicted)
 	}
 	if c.src.peers != nil {
 		for _, p := range c.src.peers() {

@@ -10,8 +10,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
-	"time"
 
 	"erismount/cache"
 	"erismount/eris"
@@ -23,29 +24,33 @@ import (
 const serveEnv = "ERISMOUNT_TESTENV_SERVE"
 
 type serveRequest struct {
-	Store  string        // SQLite store path
-	Listen string        // listen URL
-	Delay  time.Duration // per block
+	Store  string // SQLite store path
+	Listen string // listen URL
+	// StallAfter, when positive, is how many blocks are served before
+	// every further get waits until its request ends.
+	StallAfter int
 }
 
 // ServerProcess is a block server in a process of its own, so that a test
 // can kill it as a peer dies: without closing anything.
 type ServerProcess struct {
-	URL string
-	cmd *exec.Cmd
+	URL     string
+	cmd     *exec.Cmd
+	stalled chan struct{}
 }
 
 // ServeProcess serves the SQLite store at storePath over scheme from a new
 // process (this test binary run again: the package's TestMain must call
-// Main), delaying each block by delay so that reads are still in flight
-// when the test kills it. The process is killed when the test ends.
-func ServeProcess(t testing.TB, storePath, scheme string, delay time.Duration) *ServerProcess {
+// Main). With stallAfter > 0 it serves that many blocks and then answers
+// no more, so that a read is in flight, by construction, when the test
+// kills it; Stalled says when that point is reached.
+func ServeProcess(t testing.TB, storePath, scheme string, stallAfter int) *ServerProcess {
 	t.Helper()
 	listen := scheme + "://127.0.0.1:0"
 	if scheme == "coap+unix" {
 		listen = scheme + "://" + filepath.Join(t.TempDir(), "eris.sock")
 	}
-	req, _ := json.Marshal(serveRequest{Store: storePath, Listen: listen, Delay: delay})
+	req, _ := json.Marshal(serveRequest{Store: storePath, Listen: listen, StallAfter: stallAfter})
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), serveEnv+"="+string(req))
 	w := &testWriter{t: t}
@@ -63,15 +68,34 @@ func ServeProcess(t testing.TB, storePath, scheme string, delay time.Duration) *
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("testenv: start block server process: %v", err)
 	}
-	p := &ServerProcess{cmd: cmd}
+	p := &ServerProcess{cmd: cmd, stalled: make(chan struct{})}
 	t.Cleanup(p.Kill)
-	line, err := bufio.NewReader(out).ReadString('\n')
+	r := bufio.NewReader(out)
+	line, err := r.ReadString('\n')
 	if err != nil {
 		t.Fatalf("testenv: block server process did not start: %v", err)
 	}
 	p.URL = strings.TrimSpace(line)
+	go func() {
+		for {
+			line, err := r.ReadString('\n')
+			if strings.TrimSpace(line) == stalledLine {
+				close(p.stalled)
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
 	return p
 }
+
+// stalledLine is what the server process prints once it stops answering.
+const stalledLine = "stalled"
+
+// Stalled is closed once the server process has served its stallAfter
+// blocks and a further get is waiting.
+func (p *ServerProcess) Stalled() <-chan struct{} { return p.stalled }
 
 // Kill kills the server process (SIGKILL) and reaps it.
 func (p *ServerProcess) Kill() {
@@ -96,7 +120,7 @@ func serveChild(spec string) int {
 		return 1
 	}
 	defer store.Close()
-	srv := fetcher.NewServer(slow{store, req.Delay}, fetcher.ServerOptions{})
+	srv := fetcher.NewServer(&stalling{BlockStore: store, after: int64(req.StallAfter)}, fetcher.ServerOptions{})
 	defer srv.Close()
 	url, err := srv.Listen(context.Background(), req.Listen)
 	if err != nil {
@@ -108,17 +132,20 @@ func serveChild(spec string) int {
 	return 0
 }
 
-// slow delays every block get.
-type slow struct {
+// stalling serves after blocks, then holds every further get until its
+// request ends, printing stalledLine once.
+type stalling struct {
 	eris.BlockStore
-	delay time.Duration
+	after  int64
+	served atomic.Int64
+	once   sync.Once
 }
 
-func (s slow) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
-	select {
-	case <-time.After(s.delay):
-	case <-ctx.Done():
-		return nil, ctx.Err()
+func (s *stalling) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
+	if s.after <= 0 || s.served.Add(1) <= s.after {
+		return s.BlockStore.GetBlock(ctx, ref)
 	}
-	return s.BlockStore.GetBlock(ctx, ref)
+	s.once.Do(func() { fmt.Println(stalledLine) })
+	<-ctx.Done()
+	return nil, ctx.Err()
 }
