@@ -127,11 +127,12 @@ func locationCost(l narinfo.Location, narSize int64) int64 {
 
 // Possible returns the sources of n's nar by what the narinfo says alone,
 // nothing counted: empty when no source could produce it.
-func (c *Chooser) Possible(n *narinfo.Narinfo, x Extra) []Option {
+func (c *Chooser) Possible(n *narinfo.Narinfo) []Option {
+	x := n.ERISNar
 	f := Facts{NarSize: n.NarSize, Locations: n.Locations, Missing: missingFiles(n.Locations)}
 	_, err := n.Capability()
 	f.Tree = err == nil && c.opts.Blocks != nil
-	f.ERISNar = !x.ERISNar.IsZero() && c.opts.Blocks != nil && usableCompression(x.ERISNarCompression)
+	f.ERISNar = !x.IsZero() && c.opts.Blocks != nil && usableCompression(x.Compression)
 	return Choose(f, c.opts.Force)
 }
 

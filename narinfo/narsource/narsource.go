@@ -64,13 +64,6 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Extra is what a narinfo may say beyond the fields narinfo.Narinfo has:
-// the compressed nar as ERIS content (`ERIS-Nar: <urn> <compression>`).
-type Extra struct {
-	ERISNar            eris.ReadCapability
-	ERISNarCompression string
-}
-
 // Attempt is a source tried for a nar.
 type Attempt struct {
 	Option Option
@@ -178,7 +171,8 @@ func New(opts Options) *Chooser {
 
 // Facts gathers what the choice weighs for n: what is local is counted
 // from the local index, never fetched.
-func (c *Chooser) Facts(ctx context.Context, n *narinfo.Narinfo, x Extra) Facts {
+func (c *Chooser) Facts(ctx context.Context, n *narinfo.Narinfo) Facts {
+	x := n.ERISNar
 	f := Facts{NarSize: n.NarSize, Locations: n.Locations, Missing: missingFiles(n.Locations), Failed: c.recentFailures(n.StorePath)}
 	if rc, err := n.Capability(); err == nil && c.opts.Blocks != nil {
 		f.Tree = true
@@ -189,19 +183,19 @@ func (c *Chooser) Facts(ctx context.Context, n *narinfo.Narinfo, x Extra) Facts 
 			}
 		}
 	}
-	if !x.ERISNar.IsZero() && c.opts.Blocks != nil && usableCompression(x.ERISNarCompression) {
+	if !x.IsZero() && c.opts.Blocks != nil && usableCompression(x.Compression) {
 		f.ERISNar = true
 		size := n.NarSize
 		for _, l := range n.Locations {
-			if l.Compression == x.ERISNarCompression && l.FileSize > 0 {
+			if l.Compression == x.Compression && l.FileSize > 0 {
 				size = l.FileSize
 				break
 			}
 		}
-		f.ERISNarBytes = eris.BlockCount(x.ERISNar, size) * int64(x.ERISNar.BlockSize())
+		f.ERISNarBytes = eris.BlockCount(x.Capability, size) * int64(x.Capability.BlockSize())
 		if c.opts.Local != nil && c.opts.Has != nil {
-			if held, err := eris.CountHeld(ctx, x.ERISNar, c.opts.Local, c.opts.Has); err == nil {
-				f.ERISNarHeld = held * int64(x.ERISNar.BlockSize())
+			if held, err := eris.CountHeld(ctx, x.Capability, c.opts.Local, c.opts.Has); err == nil {
+				f.ERISNarHeld = held * int64(x.Capability.BlockSize())
 			}
 		}
 	}
@@ -272,13 +266,13 @@ func (c *Chooser) treeHeld(ctx context.Context, rc eris.ReadCapability, narSize 
 // what happens on a failure; a w that is a Resetter lets a source that
 // failed after writing into it give way to the next). On an error after Result.Sent > 0 bytes, w
 // holds a nar cut short: the caller must abort whatever w feeds.
-func (c *Chooser) Write(ctx context.Context, w io.Writer, n *narinfo.Narinfo, x Extra) (Result, error) {
-	f := c.Facts(ctx, n, x)
+func (c *Chooser) Write(ctx context.Context, w io.Writer, n *narinfo.Narinfo) (Result, error) {
+	f := c.Facts(ctx, n)
 	res := Result{Options: Choose(f, c.opts.Force)}
 	cw := &countWriter{w: w}
 	for _, o := range res.Options {
 		before := c.remoteBytes()
-		url, moved, err := c.try(ctx, cw, n, x, o)
+		url, moved, err := c.try(ctx, cw, n, o)
 		if o.Kind != Upstream {
 			moved = c.remoteBytes() - before
 		}
@@ -312,7 +306,7 @@ func (c *Chooser) remoteBytes() int64 {
 }
 
 // try writes the nar from one source.
-func (c *Chooser) try(ctx context.Context, w io.Writer, n *narinfo.Narinfo, x Extra, o Option) (url string, moved int64, err error) {
+func (c *Chooser) try(ctx context.Context, w io.Writer, n *narinfo.Narinfo, o Option) (url string, moved int64, err error) {
 	switch o.Kind {
 	case Tree:
 		rc, err := n.Capability()
@@ -325,7 +319,7 @@ func (c *Chooser) try(ctx context.Context, w io.Writer, n *narinfo.Narinfo, x Ex
 		}
 		return "", 0, erisnar.WriteChecked(ctx, w, t, n, c.opts.Nar)
 	case ERISNar:
-		r, err := eris.NewReaderOptions(ctx, x.ERISNar, c.opts.Blocks, eris.ReaderOptions{Nodes: c.nodes})
+		r, err := eris.NewReaderOptions(ctx, n.ERISNar.Capability, c.opts.Blocks, eris.ReaderOptions{Nodes: c.nodes})
 		if err != nil {
 			return "", 0, err
 		}
@@ -335,7 +329,7 @@ func (c *Chooser) try(ctx context.Context, w io.Writer, n *narinfo.Narinfo, x Ex
 		}
 		ar := newAheadReader(ctx, r, size)
 		defer ar.Close()
-		return "", 0, decompressChecked(ctx, w, ar, x.ERISNarCompression, n)
+		return "", 0, decompressChecked(ctx, w, ar, n.ERISNar.Compression, n)
 	case Upstream:
 		l := n.Locations[o.Location]
 		body, err := c.open(ctx, l.URL)
