@@ -163,6 +163,10 @@ func TestSubstituteUpstreamNix(t *testing.T) {
 	peer := servePutPeer(t, "coap")
 	erisDir := t.TempDir()
 	erismount(t, append([]string{"publish", "--peer", peer.URL, "--nix-key", upSec, "--narinfo-dir", erisDir}, paths...)...)
+	// And a complete static cache from publish: zstd nars, ERIS-Nar.
+	static := binaryCache{dir: t.TempDir()}
+	erismount(t, append([]string{"publish", "--peer", peer.URL, "--nix-key", upSec, "--narinfo-dir", static.dir,
+		"--nar-dir", filepath.Join(static.dir, "nar"), "--compression", "zstd", "--eris-nar"}, paths...)...)
 	if _, err := testenv.Nix(t, "nix-store", "--delete", item, dep); err != nil {
 		t.Fatal(err)
 	}
@@ -263,6 +267,8 @@ func TestSubstituteUpstreamNix(t *testing.T) {
 		{"proxy-zstd", zst, nil, map[string]string{item: "upstream", dep: "upstream"}},
 		{"eris-peer-up-tree", withERIS, []string{"--peer", peer.URL, "--nar-source", "tree"}, map[string]string{item: "tree", dep: "tree"}},
 		{"eris-peer-up-auto", withERIS, []string{"--peer", peer.URL}, nil},
+		{"eris-nar", static, []string{"--peer", peer.URL, "--nar-source", "eris-nar"}, map[string]string{item: "eris-nar", dep: "eris-nar"}},
+		{"static-auto", static, []string{"--peer", peer.URL}, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			url, srv := server(t, c.upstream, c.args...)
