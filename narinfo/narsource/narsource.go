@@ -469,3 +469,6 @@ func (c *countReader) Read(p []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+// ExitCode makes a command exit with 3 (unavailable).
+func (e *NoSourceError) ExitCode() int { return 3 }
