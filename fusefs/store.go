@@ -286,15 +286,19 @@ func (s *storeFS) check(ctx context.Context, hash, name string) (eris.ReadCapabi
 // build makes the item called name and puts it in the table.
 func (s *storeFS) build(ctx context.Context, name string) (*storeItem, error) {
 	hash := name[:32]
+	start := time.Now()
 	rc, _, err := s.check(ctx, hash, name)
 	if err != nil {
 		return nil, err
 	}
+	checked := time.Now()
 	tree, err := erisfs.Open(ctx, rc, s.opts.Blocks, erisfs.OpenOptions{Nodes: s.opts.Nodes, GetterVerifies: s.opts.GetterVerifies})
 	if err != nil {
 		return nil, fmt.Errorf("open the tree of %s: %w", name, err)
 	}
 	s.built.Add(1)
+	s.m.log.Debug("store: item", "name", name, "entries", tree.Len(),
+		"narinfo", checked.Sub(start).Round(time.Microsecond), "index", time.Since(checked).Round(time.Microsecond))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.seq++
