@@ -55,14 +55,14 @@ func (f *fakeNarinfos) HashParts(ctx context.Context) ([]string, error) {
 	return slices.Clone(f.list), nil
 }
 
-func (f *fakeNarinfos) add(storePath string, rc eris.ReadCapability, listed bool) {
+func (f *fakeNarinfos) add(storePath string, rc eris.ReadCapability, listed bool, refs ...string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	_, base, err := narinfo.SplitStorePath(storePath)
 	if err != nil {
 		panic(err)
 	}
-	f.m[base[:32]] = &narinfo.Narinfo{StorePath: storePath, ERIS: rc}
+	f.m[base[:32]] = &narinfo.Narinfo{StorePath: storePath, ERIS: rc, References: refs}
 	if listed {
 		f.list = append(f.list, base[:32])
 	}
@@ -332,4 +332,61 @@ func readNames(t *testing.T, dir string) []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// TestStoreViewReferencesAhead: once an item is looked up, the items its
+// narinfo references are built in the background, so that the program
+// that goes on to use them finds them ready; a reference that is unknown
+// is remembered as such; with NoReferencesAhead nothing is built ahead.
+func TestStoreViewReferencesAhead(t *testing.T) {
+	for _, off := range []bool{false, true} {
+		t.Run(fmt.Sprintf("off=%v", off), func(t *testing.T) {
+			blocks := eristest.NewStore()
+			count := testenv.NewCounting(blocks)
+			src := newFakeNarinfos()
+			rc := testenv.Publish(t, testenv.Sample().WriteDir(t), blocks)
+			dep := storeHash(21) + "-dep"
+			missing := storeHash(22) + "-missing"
+			top := storeHash(20) + "-top"
+			src.add("/nix/store/"+dep, rc, false)
+			src.add("/nix/store/"+top, rc, false, top, dep, missing)
+			st := mountStore(t, fusefs.StoreOptions{Narinfos: src, Blocks: count, NoReferencesAhead: off})
+			if _, err := os.Stat(filepath.Join(st.Dir(), top)); err != nil {
+				t.Fatal(err)
+			}
+			if off {
+				if s := st.StoreStats(); s.Ahead != 0 || s.Built != 1 || src.callsOf(storeHash(21)) != 0 {
+					t.Errorf("stats %+v, dep asked %d times: want nothing built ahead", s, src.callsOf(storeHash(21)))
+				}
+				return
+			}
+			// Built in the background, the missing one found missing: wait
+			// for both (no lookup of either).
+			deadline := time.Now().Add(30 * time.Second)
+			for s := st.StoreStats(); (s.Ahead < 1 || s.Negative < 1) && time.Now().Before(deadline); s = st.StoreStats() {
+				time.Sleep(5 * time.Millisecond)
+			}
+			if s := st.StoreStats(); s.Ahead != 1 || s.Built != 2 || s.Items != 2 {
+				t.Fatalf("stats %+v: want dep built ahead", s)
+			}
+			// The lookup of dep builds nothing more, and fetches nothing
+			// more for its root.
+			before := count.Blocks()
+			if _, err := os.Stat(filepath.Join(st.Dir(), dep)); err != nil {
+				t.Fatal(err)
+			}
+			if s := st.StoreStats(); s.Built != 2 || count.Blocks() != before {
+				t.Errorf("lookup of dep after it was built ahead: stats %+v, %d more blocks", s, count.Blocks()-before)
+			}
+			if calls := src.callsOf(storeHash(22)); calls != 1 {
+				t.Errorf("missing reference asked %d times, want once", calls)
+			}
+			if _, err := os.Stat(filepath.Join(st.Dir(), missing)); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("stat of the missing reference: %v", err)
+			}
+			if calls := src.callsOf(storeHash(22)); calls != 1 {
+				t.Errorf("missing reference asked %d times after its lookup, want once (remembered)", calls)
+			}
+		})
+	}
 }
