@@ -43,7 +43,8 @@ let
   # Text-like content (base64 of random bytes: zstd saves a quarter).
   data = mk "bench-store-data" ''
     mkdir -p $out/share/data
-    for i in $(seq -w 1 %d); do head -c 786432 /dev/urandom | base64 > $out/share/data/blob$i; done
+    for i in $(seq 1 %d); do head -c 786432 /dev/urandom | base64 > $out/share/data/blob$i; done
+    head -c 786432 /dev/urandom | base64 > $out/share/data/read
   '';
   lib = mk "bench-store-lib" ''
     mkdir -p $out/bin $out/share
@@ -54,7 +55,7 @@ let
   '';
 in mk "bench-store-top" ''
   mkdir -p $out/bin
-  printf '#!/bin/sh\necho "top: $(${lib}/bin/sum ${lib}/share/table) $(${lib}/bin/sum ${data}/share/data/blob07)"\n' > $out/bin/prog
+  printf '#!/bin/sh\necho "top: $(${lib}/bin/sum ${lib}/share/table) $(${lib}/bin/sum ${data}/share/data/read)"\n' > $out/bin/prog
   chmod +x $out/bin/prog
 ''
 `
@@ -65,7 +66,7 @@ func storeRunMain(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	var (
 		sh        Shape
 		rateMbit  = fl.Float64("rate", 100, "bandwidth cap of the link each way, in Mbit/s (0: none)")
-		blobs     = fl.Int("blobs", 64, "1 MiB files of the data item (the program reads one)")
+		blobs     = fl.Int("blobs", 64, "1 MiB files of the data item the program never reads (it reads one more)")
 		unusedMiB = fl.Int("unused", 16, "MiB of the lib item the program never reads")
 		em        = fl.String("erismount", "", "erismount binary (default: build erismount/cmd/erismount)")
 		transport = fl.String("transport", "coap", "CoAP transport of the lazy side (coap, coap+tcp)")
