@@ -15,6 +15,7 @@ import (
 
 	"erismount/eris"
 	"erismount/eris/eristest"
+	"erismount/erisfs"
 	"erismount/fusefs"
 	"erismount/narinfo"
 	"erismount/narinfo/source"
@@ -388,5 +389,60 @@ func TestStoreViewReferencesAhead(t *testing.T) {
 				t.Errorf("missing reference asked %d times after its lookup, want once (remembered)", calls)
 			}
 		})
+	}
+}
+
+// anyNarinfo answers every hash part with a narinfo for the same tree.
+type anyNarinfo struct{ rc eris.ReadCapability }
+
+func (a anyNarinfo) Narinfo(ctx context.Context, hash string) (*narinfo.Narinfo, error) {
+	return &narinfo.Narinfo{StorePath: "/nix/store/" + hash + "-item", ERIS: a.rc}, nil
+}
+
+// BenchmarkStoreLookup: the lookup of a new item through a mounted store
+// view (the kernel's request, narinfo, tree opened from a warm node cache,
+// the root's attributes), against BenchmarkStoreLookupBaseline, opening
+// the same tree directly.
+func BenchmarkStoreLookup(b *testing.B) {
+	testenv.RequireFUSE(b)
+	blocks := eristest.NewStore()
+	dir := testenv.Sample().WriteDir(b)
+	rc := testenv.Publish(b, dir, blocks)
+	nodes := eris.NewNodeCache(8 << 20)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := fusefs.MountStore(ctx, b.TempDir(), fusefs.StoreOptions{StoreDir: "/nix/store", Narinfos: anyNarinfo{rc}, Blocks: blocks, Nodes: nodes, MaxItems: 64})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		if err := st.Unmount(); err != nil {
+			fusefs.Detach(st.Dir())
+		}
+	}()
+	tree := testenv.OpenTree(b, rc, blocks)
+	b.SetBytes(int64(tree.IndexSize()))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := os.Stat(filepath.Join(st.Dir(), storeHash(i)+"-item")); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkStoreLookupBaseline(b *testing.B) {
+	blocks := eristest.NewStore()
+	dir := testenv.Sample().WriteDir(b)
+	rc := testenv.Publish(b, dir, blocks)
+	nodes := eris.NewNodeCache(8 << 20)
+	tree := testenv.OpenTree(b, rc, blocks)
+	b.SetBytes(int64(tree.IndexSize()))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := erisfs.Open(context.Background(), rc, blocks, erisfs.OpenOptions{Nodes: nodes}); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
