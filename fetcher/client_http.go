@@ -14,10 +14,13 @@ import (
 )
 
 // httpPeer is an ERIS-over-HTTP store: GET <prefix>/uri-res/N2R?urn:blake2b:<REF>
-// (RFC 2169) and PUT of a block to the same URL.
+// (RFC 2169) and PUT of a block to the same URL; in the static layout
+// (?layout=static) the block's URL is <prefix>/<REF> instead, a plain file
+// any web server serves (publish --blocks-dir writes them). Blocks are
+// verified against their reference either way.
 type httpPeer struct {
 	url    string
-	base   string // scheme://host:port/prefix/uri-res/N2R?urn:blake2b:
+	base   string // scheme://host:port/prefix/uri-res/N2R?urn:blake2b: or scheme://host:port/prefix/
 	client *http.Client
 	own    *http.Transport // closed by Close when we made it
 	sem    inFlight
@@ -28,6 +31,9 @@ func newHTTPPeer(ep endpoint, opts ClientOptions) *httpPeer {
 		url:  ep.String(),
 		base: ep.scheme + "://" + ep.addr + ep.path + n2rPath + "?" + urnPrefix,
 		sem:  make(inFlight, opts.MaxInFlight),
+	}
+	if ep.static {
+		p.base = ep.scheme + "://" + ep.addr + ep.path + "/"
 	}
 	if opts.HTTPClient != nil {
 		p.client = opts.HTTPClient

@@ -100,6 +100,7 @@ func (o *ClientOptions) fill(t transport) {
 //	coap+tcp://host[:5683][/store-path]   CoAP over TCP
 //	coap+unix:///path/to.sock             CoAP (RFC 8323 framing) over a Unix socket
 //	http[s]://host[:port][/prefix]        ERIS over HTTP (RFC 2169 N2R)
+//	http[s]://host[:port][/prefix]?layout=static   a file per block: <prefix>/<REF>
 //
 // The CoAP store path defaults to /.well-known/eris. Dial only checks the
 // URL: connections are made by the first request and made again after

@@ -16,6 +16,11 @@ const DefaultStorePath = "/.well-known/eris"
 // defaultCoAPPort is the IANA port of coap and coap+tcp (RFC 7252, RFC 8323).
 const defaultCoAPPort = "5683"
 
+// layoutStatic is the query of an HTTP peer URL in the static layout: each
+// block is the file <prefix>/<REF in base32>, as `erismount publish
+// --blocks-dir` writes them, so any web server, CDN or bucket serves them.
+const layoutStatic = "layout=static"
+
 // n2rPath is the RFC 2169 URN-to-resource path used by ERIS over HTTP.
 const n2rPath = "/uri-res/N2R"
 
@@ -50,6 +55,9 @@ type endpoint struct {
 	// path is the store path for CoAP (DefaultStorePath when the URL has
 	// none) and the prefix before /uri-res/N2R for HTTP ("" for none).
 	path string
+	// static: an HTTP peer in the static layout (?layout=static), a
+	// plain file tree with each block at <prefix>/<REF>.
+	static bool
 }
 
 // blocksPath is the CoAP resource that serves blocks.
@@ -61,6 +69,9 @@ func (e endpoint) String() string {
 	case transportUnix:
 		return e.scheme + "://" + e.addr
 	case transportHTTP:
+		if e.static {
+			return e.scheme + "://" + e.addr + e.path + "?" + layoutStatic
+		}
 		return e.scheme + "://" + e.addr + e.path
 	default:
 		return e.scheme + "://" + e.addr + e.path
@@ -73,6 +84,7 @@ func (e endpoint) String() string {
 //	coap+tcp://host[:port][/store-path]   CoAP over TCP (RFC 8323)
 //	coap+unix:///path/to.sock             RFC 8323 framing on a Unix socket
 //	http[s]://host[:port][/prefix]        RFC 2169 N2R resolution
+//	http[s]://host[:port][/prefix]?layout=static   a file per block, <prefix>/<REF>
 //
 // The coap+unix scheme is our own (no standard exists): its path is the
 // socket, and the store is always DefaultStorePath.
@@ -84,10 +96,19 @@ func parseEndpoint(raw string) (endpoint, error) {
 	bad := func(format string, args ...any) (endpoint, error) {
 		return endpoint{}, fmt.Errorf("%w %q: %s", ErrBadURL, raw, fmt.Sprintf(format, args...))
 	}
-	if u.User != nil || u.Fragment != "" || u.RawQuery != "" {
-		return bad("user info, query and fragment are not allowed")
+	if u.User != nil || u.Fragment != "" {
+		return bad("user info and fragment are not allowed")
 	}
 	e := endpoint{scheme: strings.ToLower(u.Scheme)}
+	switch {
+	case u.RawQuery == "":
+	case (e.scheme == "http" || e.scheme == "https") && u.RawQuery == layoutStatic:
+		e.static = true
+	case e.scheme == "http" || e.scheme == "https":
+		return bad("the only query is ?%s (blocks as files <prefix>/<REF>)", layoutStatic)
+	default:
+		return bad("a query is allowed only on http(s) URLs (?%s)", layoutStatic)
+	}
 	switch e.scheme {
 	case "coap", "coap+udp":
 		e.transport, e.scheme = transportUDP, "coap"

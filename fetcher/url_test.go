@@ -20,6 +20,7 @@ func TestParseEndpoint(t *testing.T) {
 		{"http://127.0.0.1:8080", transportHTTP, "127.0.0.1:8080", "", "http://127.0.0.1:8080"},
 		{"https://cache.example/eris/", transportHTTP, "cache.example:443", "/eris", "https://cache.example:443/eris"},
 		{"http://cache.example", transportHTTP, "cache.example:80", "", "http://cache.example:80"},
+		{"https://cdn.example/blocks/?layout=static", transportHTTP, "cdn.example:443", "/blocks", "https://cdn.example:443/blocks?layout=static"},
 	}
 	for _, c := range cases {
 		ep, err := parseEndpoint(c.in)
@@ -33,7 +34,8 @@ func TestParseEndpoint(t *testing.T) {
 	for _, bad := range []string{
 		"", "127.0.0.1:5683", "ftp://x", "coap://", "coap://user@host", "coap://host?x=1",
 		"coap://host#frag", "coap+unix://host/sock", "coap+unix://", "coap+unix:rel.sock", "http://:80",
-		"coap://::", "coap://::1", "coap://[zz]:1", "coap://h:70000", // the first found by FuzzParseEndpoint
+		"coap://::", "coap://::1", "coap://[zz]:1", "coap://h:70000",
+		"http://h/?layout=n2r", "http://h/?layout=static&x=1", "coap://h/?layout=static", // the first found by FuzzParseEndpoint
 	} {
 		if _, err := parseEndpoint(bad); !errors.Is(err, ErrBadURL) {
 			t.Errorf("%q: got %v, want ErrBadURL", bad, err)
@@ -42,7 +44,7 @@ func TestParseEndpoint(t *testing.T) {
 }
 
 func FuzzParseEndpoint(f *testing.F) {
-	for _, s := range []string{"coap://127.0.0.1:5683", "coap+unix:///a.sock", "http://h/p/", "coap+tcp://[::1]/x", "%zz"} {
+	for _, s := range []string{"coap://127.0.0.1:5683", "coap+unix:///a.sock", "http://h/p/", "coap+tcp://[::1]/x", "%zz", "http://h/b?layout=static"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {

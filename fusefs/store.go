@@ -154,7 +154,7 @@ func MountStore(ctx context.Context, dir string, opts StoreOptions) (*Store, err
 	if opts.Nodes == nil {
 		opts.Nodes = eris.NewNodeCache(DefaultNodeCache)
 	}
-	abs, err := checkMountPoint(dir)
+	abs, err := CheckMountPoint(dir, false)
 	if err != nil {
 		return nil, err
 	}

@@ -7,8 +7,13 @@
 //   - [Parse] keeps the exact bytes (signatures are checked against them,
 //     never against a re-serialization) and enforces the ERIS field rules:
 //     one `urn:eris:` value, `urn:erisx2:` kept as unsupported, identity
-//     fields (StorePath, NarHash, NarSize, ERIS, References, Deriver) only
-//     above the Signature line, location groups on either side.
+//     fields (StorePath, NarHash, NarSize, ERIS, ERIS-Nar, References,
+//     Deriver) only above the Signature line, location groups on either
+//     side. `ERIS-Nar: urn:eris:… zstd` ([ERISNar], [Narinfo.NarCapability])
+//     names the item's compressed nar as plain ERIS content, so a whole
+//     item can travel between untrusted peers at its compressed size;
+//     clients that do not know it skip it, as Guix and Nix skip every
+//     unknown field, and its bytes are signed like the rest.
 //     [Narinfo.Marshal] and [Narinfo.Sign] write the classic `guix publish`
 //     order or the v4 ERIS order ([Classic], [ERISv4]).
 //   - Guix signatures: ECDSA on the Ed25519 curve with libgcrypt's
@@ -29,4 +34,5 @@
 //	n, err := narinfo.Parse(raw)
 //	outcome, err := n.Verify(acl) // narinfo.Valid, or why not
 //	rc, err := n.Capability()     // the urn:eris: capability
+//	en, err := n.NarCapability()  // ERIS-Nar: the compressed nar's capability
 package narinfo

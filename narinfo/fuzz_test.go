@@ -26,6 +26,7 @@ func FuzzParse(f *testing.F) {
 		}
 		n.Verify(acl)
 		n.Capability()
+		n.NarCapability()
 		out, err := n.Marshal(narinfo.ERISv4)
 		if err != nil {
 			return
@@ -34,7 +35,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("written narinfo does not parse: %v\n%s", err, out)
 		}
-		if m.StorePath != n.StorePath || m.NarHash != n.NarHash || m.NarSize != n.NarSize || m.ERIS != n.ERIS ||
+		if m.StorePath != n.StorePath || m.NarHash != n.NarHash || m.NarSize != n.NarSize || m.ERIS != n.ERIS || m.ERISNar != n.ERISNar ||
 			m.Deriver != n.Deriver || m.System != n.System || !slices.Equal(m.References, n.References) ||
 			!slices.Equal(m.Locations, n.Locations) || !slices.Equal(m.Sigs, n.Sigs) {
 			t.Fatalf("round trip changed the narinfo:\n%+v\n%+v", n, m)

@@ -24,7 +24,56 @@ var (
 	// ErrERISUnsupported means a narinfo's ERIS field holds only pre-1.0
 	// `urn:erisx2:` capabilities (the v1 patch's, one per compressed nar).
 	ErrERISUnsupported = errors.New("unsupported ERIS capability (urn:erisx2:, pre-1.0)")
+	// ErrNoERISNar means a narinfo has no ERIS-Nar field.
+	ErrNoERISNar = errors.New("narinfo has no ERIS-Nar field")
 )
+
+// ERISNar is the value of the ERIS-Nar field, `ERIS-Nar: urn:eris:… zstd`:
+// the item's nar, compressed with Compression, encoded as plain ERIS
+// content (not ERIS-FS). It lets a whole item travel between untrusted
+// peers at its compressed size. The field is signed (it must come above
+// the Signature line); the nar it yields is still checked against the
+// signed NarHash and NarSize after decompression, as any nar is.
+//
+// The zero value means "none".
+type ERISNar struct {
+	Capability eris.ReadCapability
+	// Compression is the method the nar was compressed with, as in the
+	// Compression field: none, gzip, bzip2, xz, zstd, lzip — or a method
+	// this version does not know, which a reader treats as unusable.
+	Compression string
+}
+
+// IsZero reports whether e is "none".
+func (e ERISNar) IsZero() bool { return e.Capability.IsZero() }
+
+// String returns the field's value, "<urn> <compression>".
+func (e ERISNar) String() string { return e.Capability.URN() + " " + e.Compression }
+
+// ParseERISNar parses the value of an ERIS-Nar field: a `urn:eris:` read
+// capability, one space, and a compression method (lower-case letters and
+// digits).
+func ParseERISNar(v string) (ERISNar, error) {
+	urn, comp, ok := strings.Cut(v, " ")
+	if !ok {
+		return ERISNar{}, fmt.Errorf("%q is not \"urn:eris:… <compression>\"", trim(v))
+	}
+	if err := checkCompression(comp); err != nil {
+		return ERISNar{}, err
+	}
+	rc, err := eris.ParseURN(urn)
+	if err != nil {
+		return ERISNar{}, err
+	}
+	return ERISNar{Capability: rc, Compression: comp}, nil
+}
+
+func checkCompression(c string) error {
+	if c == "" || len(c) > 16 || strings.Trim(c, "abcdefghijklmnopqrstuvwxyz0123456789") != "" {
+		return fmt.Errorf("compression %q: want a method name such as zstd", trim(c))
+	}
+	return nil
+}
 
 // Location is one URL / Compression / FileSize (/ FileHash) group: where a
 // nar can be downloaded. It is never authenticated by itself.
@@ -51,6 +100,9 @@ type Narinfo struct {
 	// but not usable.
 	ERIS            eris.ReadCapability
 	ERISUnsupported []string
+	// ERISNar is the item's compressed nar as ERIS content (zero for
+	// none); see NarCapability.
+	ERISNar ERISNar
 	// Signature is the value of the Guix Signature field,
 	// "1;<host>;<base64>", "" for none.
 	Signature string
@@ -65,6 +117,7 @@ type Narinfo struct {
 // line and may not be repeated with another value (spec §1.3, §1.4).
 var identityFields = map[string]bool{
 	"StorePath": true, "NarHash": true, "NarSize": true, "ERIS": true, "References": true, "Deriver": true,
+	"ERIS-Nar": true,
 }
 
 // Parse parses a narinfo. It is stricter than Guix wherever that is the
@@ -72,7 +125,7 @@ var identityFields = map[string]bool{
 // line a `Name: value` field (no comments or continuation lines; empty
 // lines only at the end), the `Signature:` marker at the start of a line;
 // the security-relevant fields (StorePath, NarHash, NarSize, ERIS,
-// References, Deriver) must appear above the Signature line, and no
+// ERIS-Nar, References, Deriver) must appear above the Signature line, and no
 // single-valued field may be repeated with another value. The location
 // fields (URL, Compression, FileSize, FileHash) may come after the
 // signature, as the v4 ERIS publish writes them. Unknown fields are kept
@@ -182,7 +235,7 @@ func (p *fieldParser) field(name, value string, afterSig bool) error {
 			p.n.ERISUnsupported = append(p.n.ERISUnsupported, value)
 			return nil
 		}
-	case "StorePath", "NarHash", "NarSize", "References", "Deriver", "System", "Signature":
+	case "StorePath", "NarHash", "NarSize", "References", "Deriver", "System", "Signature", "ERIS-Nar":
 	default:
 		return nil // unknown fields are ignored, as by Guix
 	}
@@ -225,6 +278,8 @@ func (p *fieldParser) set(name, value string) error {
 		n.Signature = value
 	case "ERIS":
 		n.ERIS, err = eris.ParseURN(value)
+	case "ERIS-Nar":
+		n.ERISNar, err = ParseERISNar(value)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
@@ -347,4 +402,17 @@ func (n *Narinfo) Capability() (eris.ReadCapability, error) {
 func (n *Narinfo) Equivalent(o *Narinfo) bool {
 	return n.StorePath == o.StorePath && n.NarHash == o.NarHash && n.NarSize == o.NarSize &&
 		slices.Equal(n.References, o.References)
+}
+
+// NarCapability returns the ERIS-Nar field — the capability of the item's
+// compressed nar as ERIS content and its compression — or ErrNoERISNar.
+// Like every field, it is authenticated only if Verify (or VerifyNix, which
+// does not cover it: Nix signs a fingerprint, not the text) says so; a
+// consumer checks the decompressed nar against NarHash and NarSize in any
+// case.
+func (n *Narinfo) NarCapability() (ERISNar, error) {
+	if n.ERISNar.IsZero() {
+		return ERISNar{}, fmt.Errorf("narinfo %s: %w", n.StorePath, ErrNoERISNar)
+	}
+	return n.ERISNar, nil
 }

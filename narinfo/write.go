@@ -12,12 +12,13 @@ type Layout int
 
 const (
 	// Classic is what `guix publish` writes (spec §1.3): StorePath, the
-	// URL / Compression / FileSize groups, NarHash, NarSize, ERIS (if
-	// any), References, System (if any), Deriver (if any), Signature.
+	// URL / Compression / FileSize groups, NarHash, NarSize, ERIS and
+	// ERIS-Nar (if any), References, System (if any), Deriver (if any), Signature.
 	// Everything but the signature is signed.
 	Classic Layout = iota
 	// ERISv4 is the order of the v4 ERIS publish patches: StorePath,
-	// NarHash, NarSize, ERIS, References, System, Deriver, Signature, and
+	// NarHash, NarSize, ERIS, (ERIS-Nar,) References, System, Deriver,
+	// Signature, and
 	// only then the location groups, which are therefore unauthenticated
 	// hints.
 	ERISv4
@@ -94,6 +95,9 @@ func (n *Narinfo) parts(l Layout) (signed, tail []byte, err error) {
 	if !n.ERIS.IsZero() {
 		field(&s, "ERIS", n.ERIS.URN())
 	}
+	if !n.ERISNar.IsZero() {
+		field(&s, "ERIS-Nar", n.ERISNar.String())
+	}
 	// With no references the line is "References: " with its trailing
 	// space, which is part of the signed bytes (spec §1.3).
 	field(&s, "References", strings.Join(n.References, " "))
@@ -126,6 +130,11 @@ func (n *Narinfo) check() error {
 	if n.Deriver != "" {
 		if err := CheckBaseName(n.Deriver); err != nil {
 			return err
+		}
+	}
+	if !n.ERISNar.IsZero() {
+		if err := checkCompression(n.ERISNar.Compression); err != nil {
+			return fmt.Errorf("narinfo: %w: ERIS-Nar: %v", ErrSyntax, err)
 		}
 	}
 	values := []string{n.System}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strings"
@@ -39,7 +40,8 @@ as <hash>.narinfo (the layout substitute-server serves), or to stdout.
 References and deriver come from --references / --deriver or, by default, from
 the store: "nix-store -q" for /nix/store, "guix gc" otherwise.
 With --peer, blocks are PUT to the peers (erismount serve --allow-put) instead
-of the store.`
+of the store.
+` + publishStaticHelp
 
 // itemFlags are publish's flags for store items.
 type itemFlags struct {
@@ -51,6 +53,7 @@ type itemFlags struct {
 	deriver     string
 	system      string
 	concurrency int
+	static      staticFlags // publish_static.go
 }
 
 func addItemFlags(cmd *cobra.Command) *itemFlags {
@@ -65,6 +68,7 @@ func addItemFlags(cmd *cobra.Command) *itemFlags {
 	fl.StringVar(&f.deriver, "deriver", "", `deriver of the single item, "none" for none (default: asked of the store, none with --references)`)
 	fl.StringVar(&f.system, "system", "", "System field of the narinfos (e.g. x86_64-linux)")
 	fl.IntVar(&f.concurrency, "jobs", 2, "items published at once")
+	f.static.add(fl)
 	return f
 }
 
@@ -112,6 +116,9 @@ func (f *itemFlags) items(args []string, narPath string, stdin io.Reader) ([]pub
 // publishItems publishes store items and writes or prints their narinfos.
 func (a *app) publishItems(ctx context.Context, f *itemFlags, args []string, narPath string, eo erisfs.EncodeOptions) (err error) {
 	opts := publish.Options{Host: f.host, Encode: eo, Concurrency: f.concurrency, Logger: a.log}
+	if err := f.static.options(f.narinfoDir, &opts); err != nil {
+		return err
+	}
 	if err := a.readSigningKeys(f.key, f.nixKey, &opts.Key, &opts.NixKey); err != nil {
 		return err
 	}
@@ -122,7 +129,15 @@ func (a *app) publishItems(ctx context.Context, f *itemFlags, args []string, nar
 		opts.Host, _ = os.Hostname()
 	}
 	if f.narinfoDir != "" {
-		if fi, err := os.Stat(f.narinfoDir); err != nil || !fi.IsDir() {
+		fi, err := os.Stat(f.narinfoDir)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			// Narinfos are public: a missing directory is made as
+			// mkdir -p would.
+			if err := os.MkdirAll(f.narinfoDir, 0o755); err != nil {
+				return fmt.Errorf("--narinfo-dir: %w", err)
+			}
+		case err != nil || !fi.IsDir():
 			return usageError{fmt.Errorf("--narinfo-dir %s: not a directory (%v)", f.narinfoDir, err)}
 		}
 	}
@@ -157,7 +172,7 @@ func (a *app) publishItems(ctx context.Context, f *itemFlags, args []string, nar
 		}
 	}
 
-	store, local, closeStore, err := a.publishTarget(ctx)
+	store, local, closeStore, err := a.publishTarget(ctx, f.static.blocksDir)
 	if err != nil {
 		return err
 	}
@@ -170,6 +185,17 @@ func (a *app) publishItems(ctx context.Context, f *itemFlags, args []string, nar
 	if err != nil {
 		return err
 	}
+	if fl, ok := store.(interface{ Flush(context.Context) error }); ok {
+		if err := fl.Flush(ctx); err != nil { // before a narinfo names the blocks
+			return err
+		}
+	}
+	if f.static.narDir != "" && f.narinfoDir != "" {
+		dir, _, _ := narinfo.SplitStorePath(its[0].StorePath)
+		if err := publish.WriteCacheInfo(f.narinfoDir, dir); err != nil {
+			return err
+		}
+	}
 	return a.reportItems(ctx, results, f.narinfoDir, local)
 }
 
@@ -178,7 +204,7 @@ func (a *app) publishItems(ctx context.Context, f *itemFlags, args []string, nar
 func (a *app) reportItems(ctx context.Context, results []publish.Result, narinfoDir string, local *cache.SQLite) error {
 	var records []map[string]any
 	for _, r := range results {
-		rec := map[string]any{"store_path": r.StorePath, "nar_hash": r.Info.NarHash.String(), "nar_size": r.Info.NarSize}
+		rec := map[string]any{"store_path": r.StorePath, "nar_hash": r.Info.NarHash.String(), "nar_size": r.Info.NarSize, "nars": []string{}}
 		if r.NoERIS == nil {
 			rec["eris"] = r.Info.ERIS.URN()
 			if local != nil {
@@ -189,6 +215,12 @@ func (a *app) reportItems(ctx context.Context, results []publish.Result, narinfo
 		} else {
 			rec["no_eris"] = r.NoERIS.Error()
 			fmt.Fprintf(a.stderr, "erismount: %s: published without ERIS: %v\n", r.StorePath, r.NoERIS)
+		}
+		if !r.Info.ERISNar.IsZero() {
+			rec["eris_nar"] = r.Info.ERISNar.String()
+		}
+		for _, f := range r.Nars {
+			rec["nars"] = append(rec["nars"].([]string), f.Path)
 		}
 		if narinfoDir != "" {
 			path, err := publish.WriteNarinfo(narinfoDir, r)
@@ -220,25 +252,39 @@ func (a *app) reportItems(ctx context.Context, results []publish.Result, narinfo
 	return nil
 }
 
-// publishTarget is where published blocks go: the --peer peers (each block
-// PUT to all, read back from the first) or else the local store (then
-// returned as local, for pinning).
-func (a *app) publishTarget(ctx context.Context) (eris.BlockStore, *cache.SQLite, func() error, error) {
-	if len(a.peers) == 0 {
-		s, err := a.openStore(ctx, roleContent)
+// publishTarget is where published blocks go: the --peer peers and the
+// --blocks-dir directory (each block stored in all, read back from the
+// first), or else the local store (then returned as local, for pinning).
+func (a *app) publishTarget(ctx context.Context, blocksDir string) (eris.BlockStore, *cache.SQLite, func() error, error) {
+	var dir eris.BlockStore
+	if blocksDir != "" {
+		bd, err := (&staticFlags{blocksDir: blocksDir}).blockDir()
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		return s, s, s.Close, nil
+		if len(a.peers) == 0 {
+			return bd, nil, func() error { return nil }, nil
+		}
+		dir = bd
+	}
+	if len(a.peers) == 0 {
+		s, local, err := a.openContent(ctx)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return s, local, s.Close, nil
 	}
 	var peers peerSet
 	for _, u := range a.peers {
-		p, err := fetcher.Dial(ctx, u, fetcher.ClientOptions{Logger: a.log})
+		p, err := a.dialPeer(ctx, u)
 		if err != nil {
 			peers.Close()
 			return nil, nil, nil, usageError{fmt.Errorf("--peer %s: %w", u, err)}
 		}
 		peers = append(peers, p)
+	}
+	if dir != nil {
+		return teeStore{peers, dir}, nil, peers.Close, nil
 	}
 	return peers, nil, peers.Close, nil
 }

@@ -23,6 +23,24 @@
 // fields. WriteNarinfo stores one as `<hash part>.narinfo`, the layout
 // package subst serves from.
 //
+// Static caches: with Options.NarDir the nar is also written compressed
+// (package compress; zstd by default, several methods at once if asked) in
+// `guix publish`'s layout, <NarDir>/<compression>/<base name>, chosen over
+// Nix's nar/<file hash>.nar.<ext> because its name is known before the
+// nar is compressed (one streaming pass, no rename by hash), it is what
+// Guix mirrors and `guix publish --cache` already hold, and Nix follows
+// any relative URL. The locations then name those files, with FileSize
+// and FileHash. WriteCacheInfo adds nix-cache-info, and BlockDir stores
+// blocks as <dir>/<REF>, the static layout fetcher's HTTP peers read with
+// ?layout=static: narinfos, nars and blocks together are a complete cache
+// any web server can serve.
+//
+// With Options.ERISNar the compressed nar is also encoded as plain ERIS
+// content (32 KiB blocks, about 1.004× its size for a 40 MB nar), read
+// back and checked against NarHash, and its capability signed into the
+// narinfo as `ERIS-Nar: urn:eris:… zstd` (narinfo.ERISNar), so a whole
+// item can come from untrusted peers at its compressed size.
+//
 // It does not find references or derivers (the caller asks the store, e.g.
 // `nix-store -q --references`), nor register anything in a store.
 //

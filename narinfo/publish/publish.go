@@ -16,6 +16,7 @@ import (
 	"erismount/eris"
 	"erismount/erisfs"
 	"erismount/narinfo"
+	"erismount/narinfo/compress"
 	"erismount/narinfo/erisnar"
 	"erismount/narinfo/nar"
 )
@@ -56,6 +57,29 @@ type Options struct {
 	Encode erisfs.EncodeOptions
 	// Nar configures the read-back of each tree.
 	Nar erisnar.Options
+	// NarDir, if set, receives each item's nar compressed with each of
+	// Compressions, as `guix publish` lays them out:
+	// <NarDir>/<compression>/<base name> (none: <NarDir>/<base name>),
+	// and the narinfo's locations (after the signature) name those files
+	// with their FileSize and FileHash, instead of the uncompressed
+	// nar/<base name> that package subst serves. With NarDir inside the
+	// narinfo directory, the whole is a static substitute cache.
+	NarDir string
+	// NarURL is NarDir's URL relative to the cache root (where the
+	// narinfos are); "" means "nar".
+	NarURL string
+	// Compressions are the methods of package compress that write (none,
+	// gzip, xz, zstd); nil means zstd when NarDir is set or ERISNar is.
+	Compressions []string
+	// CompressionLevel is passed to compress.NewWriter (0: the method's
+	// default).
+	CompressionLevel int
+	// ERISNar also encodes the nar compressed with Compressions[0] as
+	// plain ERIS content into the block store (32 KiB blocks), checks it
+	// reads back to the item's nar, and signs its capability into the
+	// narinfo as `ERIS-Nar: urn:eris:… <compression>`: a whole item can
+	// then travel between peers at its compressed size.
+	ERISNar bool
 	// Concurrency is how many items are published at once; 0 means 2.
 	Concurrency int
 	// Done, if set, is called as each item is published, one call at a
@@ -73,6 +97,8 @@ type Result struct {
 	Info    *narinfo.Narinfo
 	// Stats describe the encoded tree (zero when ERIS-FS refused it).
 	Stats erisfs.EncodeStats
+	// Nars are the compressed nars written into Options.NarDir.
+	Nars []NarFile
 	// NoERIS says why the narinfo has no ERIS field: ERIS-FS cannot
 	// represent the item (an error matching erisfs.ErrUnrepresentable or
 	// erisfs.ErrLimit), or the tree does not serialize back to the item's
@@ -96,6 +122,22 @@ func Items(ctx context.Context, items []Item, store eris.BlockStore, opts Option
 	}
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 2
+	}
+	if opts.NarURL == "" {
+		opts.NarURL = "nar"
+	}
+	if len(opts.Compressions) == 0 && (opts.NarDir != "" || opts.ERISNar) {
+		opts.Compressions = []string{compress.Zstd}
+	}
+	if opts.NarDir != "" {
+		if err := os.MkdirAll(opts.NarDir, 0o755); err != nil {
+			return nil, fmt.Errorf("publish: %w", err)
+		}
+	}
+	for _, c := range opts.Compressions {
+		if _, err := compress.NewWriter(io.Discard, c, opts.CompressionLevel); err != nil {
+			return nil, fmt.Errorf("publish: compression %q: %w", c, err)
+		}
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -150,9 +192,41 @@ func one(ctx context.Context, it Item, store eris.BlockStore, opts Options) (Res
 		}
 	}
 
-	sum, rc, stats, noERIS, err := encode(ctx, it, store, opts.Encode)
+	var nw *narWriter
+	if len(opts.Compressions) > 0 {
+		tmpDir := opts.NarDir
+		if tmpDir == "" {
+			tmpDir = os.TempDir()
+		}
+		if nw, err = newNarWriter(tmpDir, opts.Compressions, opts.CompressionLevel); err != nil {
+			return Result{}, err
+		}
+		defer nw.abort() // whatever is not placed
+	}
+	var also io.Writer
+	if nw != nil {
+		also = nw
+	}
+	sum, rc, stats, noERIS, err := encode(ctx, it, store, opts.Encode, also)
 	if err != nil {
 		return Result{}, err
+	}
+	var nars []NarFile
+	if nw != nil {
+		sums, err := nw.finish()
+		if err != nil {
+			return Result{}, err
+		}
+		if opts.ERISNar {
+			if n.ERISNar, err = encodeERISNar(ctx, nw.files[0].Name(), opts.Compressions[0], sum, store, opts.Encode.ContentSecret); err != nil {
+				return Result{}, err
+			}
+		}
+		if opts.NarDir != "" {
+			if nars, err = nw.place(opts.NarDir, opts.NarURL, base, sums); err != nil {
+				return Result{}, err
+			}
+		}
 	}
 	if noERIS == nil {
 		noERIS, err = readBack(ctx, it.StorePath, rc, sum, store, opts.Nar)
@@ -167,6 +241,12 @@ func one(ctx context.Context, it Item, store eris.BlockStore, opts Options) (Res
 		stats = erisfs.EncodeStats{}
 	}
 	n.Locations = []narinfo.Location{{URL: "nar/" + base, Compression: "none", FileSize: sum.Size}}
+	if len(nars) > 0 {
+		n.Locations = nil
+		for _, f := range nars {
+			n.Locations = append(n.Locations, f.Location)
+		}
+	}
 	raw, err := sign(n, opts)
 	if err != nil {
 		return Result{}, err
@@ -175,7 +255,7 @@ func one(ctx context.Context, it Item, store eris.BlockStore, opts Options) (Res
 	if err != nil {
 		return Result{}, fmt.Errorf("the narinfo written does not parse back: %w", err)
 	}
-	return Result{StorePath: it.StorePath, Narinfo: raw, Info: info, Stats: stats, NoERIS: noERIS}, nil
+	return Result{StorePath: it.StorePath, Narinfo: raw, Info: info, Stats: stats, Nars: nars, NoERIS: noERIS}, nil
 }
 
 // baseName returns the base name of a reference given as a base name or a
@@ -194,13 +274,14 @@ func baseName(dir, s string) (string, error) {
 	return s, narinfo.CheckBaseName(s)
 }
 
-// encode serializes the item as a nar once, hashing it and encoding the same
-// stream with ERIS-FS. What ERIS-FS cannot hold is returned as noERIS (the
-// rest of the nar is still hashed); every other failure is err.
-func encode(ctx context.Context, it Item, store eris.BlockPutter, eo erisfs.EncodeOptions) (sum nar.Sum, rc eris.ReadCapability, st erisfs.EncodeStats, noERIS, err error) {
+// encode serializes the item as a nar once, hashing it, copying it to also
+// (if not nil) and encoding the same stream with ERIS-FS. What ERIS-FS
+// cannot hold is returned as noERIS (the rest of the nar is still hashed);
+// every other failure is err.
+func encode(ctx context.Context, it Item, store eris.BlockPutter, eo erisfs.EncodeOptions, also io.Writer) (sum nar.Sum, rc eris.ReadCapability, st erisfs.EncodeStats, noERIS, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	hw := nar.NewHashingWriter(nil)
+	hw := nar.NewHashingWriter(also)
 	var in io.Reader
 	var wg sync.WaitGroup
 	var srcErr error // the check of a given nar

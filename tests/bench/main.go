@@ -38,6 +38,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		ops        = fl.String("ops", "", "operations to measure, comma separated (ready, first-byte, ls, small, ls+small, run, read-all, read-all-n); empty: all")
 		mountArgs  = fl.String("mount-args", "", "extra flags for erismount mount, space separated (e.g. \"--readahead 0\")")
 		verbose    = fl.Bool("v", false, "log progress to stderr")
+		suite      = fl.String("suite", "", "measure whole items of real software instead: trees, comma separated (toolchain, protobuf, coreutils, libc6, perl-modules-5.36, generated; \"all\")")
 	)
 	fl.IntVar(&cfg.Files, "files", 4000, "files in the generated tree")
 	fl.Uint64Var(&cfg.Seed, "seed", 1, "seed of the generated tree")
@@ -71,6 +72,25 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if tr != "coap" && tr != "coap+tcp" {
 			return fmt.Errorf("-transports: %q is not coap or coap+tcp", tr)
 		}
+	}
+	if *suite != "" {
+		names := splitList(*suite, ",")
+		if *suite == "all" {
+			names = itemOrder
+		}
+		for _, n := range names {
+			if knownItems[n] == nil {
+				return fmt.Errorf("-suite: unknown tree %q (known: %s)", n, strings.Join(itemOrder, ", "))
+			}
+		}
+		sc := SuiteConfig{Items: names, Shape: cfg.Shape, Runs: cfg.Runs, GenFiles: cfg.Files, GenBytes: cfg.Bytes,
+			Erismount: cfg.Erismount, WorkDir: cfg.WorkDir, Keep: cfg.Keep, DropCaches: cfg.DropCaches, Logger: cfg.Logger}
+		res, err := RunSuite(ctx, sc)
+		if err != nil {
+			return err
+		}
+		res.Markdown(stdout, "go run ./tests/bench "+strings.Join(args, " "))
+		return nil
 	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		return fmt.Errorf("the lazy side mounts with FUSE: %w", err)
