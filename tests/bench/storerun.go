@@ -122,7 +122,15 @@ func storeRunMain(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	closure := strings.Fields(reqs)
-	defer exec.Command("nix-store", append([]string{"--delete"}, closure...)...).Run()
+	drvs, err := nix(append([]string{"nix-store", "--query", "--deriver"}, closure...)...)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// The closure, then the derivations nix-build left.
+		exec.Command("nix-store", append([]string{"--delete"}, closure...)...).Run()
+		exec.Command("nix-store", append([]string{"--delete"}, strings.Fields(drvs)...)...).Run()
+	}()
 	narSize, err := nix(append([]string{"du", "-scb"}, closure...)...)
 	if err != nil {
 		return err
