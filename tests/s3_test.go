@@ -124,6 +124,18 @@ func TestS3PublishServeMount(t *testing.T) {
 			testenv.CompareDirs(t, f.src, dest)
 		})
 	}
+
+	// pin with the bucket as its peer keeps the whole tree: get then
+	// works offline from that store.
+	store := filepath.Join(t.TempDir(), "pinned.sqlite")
+	if _, errOut, code := testenv.RunEnv(t, srv.Env(), "pin", f.urn, "--store", store, "--peer", f.url); code != 0 {
+		t.Fatalf("pin --peer %s: exit %d\n%s", f.url, code, errOut)
+	}
+	dest := filepath.Join(t.TempDir(), "offline")
+	if _, errOut, code := testenv.Run(t, "get", f.urn, dest, "--store", store); code != 0 {
+		t.Fatalf("get offline after pin: exit %d\n%s", code, errOut)
+	}
+	testenv.CompareDirs(t, f.src, dest)
 }
 
 // TestS3Tampered: an object changed in the bucket is never returned: a
