@@ -276,3 +276,39 @@ func TestS3WrongCredentials(t *testing.T) {
 		t.Errorf("keys in the URL: exit %d, want 2 and a hint without the secret:\n%s", code, errOut)
 	}
 }
+
+// TestS3ServeAllowPut: a block uploaded to a serve process over a bucket
+// (--allow-put) is in the bucket when the upload is answered, so another
+// serve process over the same bucket serves it; a block that does not
+// match its reference is refused and never reaches the bucket.
+func TestS3ServeAllowPut(t *testing.T) {
+	srv := testenv.StartS3(t)
+	srv.MakeBucket(t, "e2e-put")
+	f := &s3Fixture{srv: srv, bucket: "e2e-put", url: srv.URL("e2e-put", "eris/v1")}
+	_, urlA := f.serveS3(t, "--allow-put")
+	_, urlB := f.serveS3(t)
+	a, b := testenv.Dial(t, urlA), testenv.Dial(t, urlB)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	block := testenv.Random(42, eris.BlockSize32K)
+	ref := eris.RefOf(block)
+	if err := a.PutBlock(ctx, ref, block); err != nil {
+		t.Fatalf("PUT to serve --allow-put over S3: %v", err)
+	}
+	if got, err := os.ReadFile(srv.ObjectFile(f.bucket, "eris/v1/"+ref.String())); err != nil || string(got) != string(block) {
+		t.Fatalf("object in the bucket after the PUT: %d bytes, %v", len(got), err)
+	}
+	if got, err := b.GetBlock(ctx, ref); err != nil || string(got) != string(block) {
+		t.Fatalf("the other serve process: %d bytes, %v", len(got), err)
+	}
+
+	other := testenv.Random(43, eris.BlockSize1K)
+	wrong := eris.RefOf(testenv.Random(44, eris.BlockSize1K))
+	if err := a.PutBlock(ctx, wrong, other); err == nil {
+		t.Fatal("PUT of a block under another block's reference was accepted")
+	}
+	if n, _ := srv.Objects(t, f.bucket, "eris/v1"); n != 1 {
+		t.Errorf("%d objects in the bucket, want the 1 good block", n)
+	}
+}
