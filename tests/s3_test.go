@@ -3,8 +3,12 @@ package tests
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -285,7 +289,13 @@ func TestS3ServeAllowPut(t *testing.T) {
 	srv := testenv.StartS3(t)
 	srv.MakeBucket(t, "e2e-put")
 	f := &s3Fixture{srv: srv, bucket: "e2e-put", url: srv.URL("e2e-put", "eris/v1")}
-	_, urlA := f.serveS3(t, "--allow-put")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := l.Addr().String()
+	l.Close()
+	_, urlA := f.serveS3(t, "--allow-put", "--metrics", metrics)
 	_, urlB := f.serveS3(t)
 	a, b := testenv.Dial(t, urlA), testenv.Dial(t, urlB)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -311,4 +321,29 @@ func TestS3ServeAllowPut(t *testing.T) {
 	if n, _ := srv.Objects(t, f.bucket, "eris/v1"); n != 1 {
 		t.Errorf("%d objects in the bucket, want the 1 good block", n)
 	}
+
+	// What the bucket was sent, as /metrics says: one HEAD and one PUT
+	// for the upload (plus the listing that checked the bucket at start).
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`erismount_s3_requests_total{method="PUT",`, `erismount_s3_requests_total{method="HEAD",`, `erismount_s3_blocks_total{outcome="uploaded",`} {
+		if !regexp.MustCompile(regexp.QuoteMeta(want) + `[^}]*\} 1\n`).Match(body) {
+			t.Errorf("/metrics has no erismount_s3_… %s:\n%s", want, grepLines(string(body), "erismount_s3_"))
+		}
+	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

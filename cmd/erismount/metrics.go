@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"erismount/cache"
+	"erismount/cache/s3"
 	"erismount/fetcher"
 	"erismount/fusefs"
 	"erismount/narinfo/subst"
@@ -26,6 +27,7 @@ type metricSources struct {
 	fuse   func() fusefs.Stats
 	server func() fetcher.ServerStats
 	subst  func() subst.Stats
+	s3     *s3.Store // serve --store s3://…: its requests (metrics_s3.go)
 }
 
 // statsCollector is a prometheus.Collector reading the sources at scrape
@@ -133,6 +135,9 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descServerUploads, int64(s.Stored), "stored")
 		counter(descServerUploads, int64(s.Rejected), "rejected")
 		counter(descServerErrors, int64(s.Errors))
+	}
+	if c.src.s3 != nil {
+		collectS3(c.src.s3, counter)
 	}
 	if c.src.subst != nil {
 		s := c.src.subst()
