@@ -305,8 +305,10 @@ func TestStoreViewBounded(t *testing.T) {
 	if peak > maxItems {
 		t.Errorf("the table held %d items at most, bound %d", peak, maxItems)
 	}
-	if s.Built < real || s.Evicted < real-maxItems {
-		t.Errorf("stats %+v: want %d items built, %d evicted", s, real, real-maxItems)
+	// An item leaves the table either evicted or forgotten by the kernel
+	// first (FORGET comes when the kernel likes): count both, not one.
+	if s.Built < real || s.Items > maxItems || s.Evicted+s.Forgotten < real-maxItems {
+		t.Errorf("stats %+v: want %d items built, at most %d held, %d evicted or forgotten", s, real, maxItems, real-maxItems)
 	}
 	// The kernel was asked to forget the evicted items; it does so in its
 	// own time (FORGET requests are batched), so wait for most of them.
