@@ -105,9 +105,10 @@ func (o *PoolOptions) fill() {
 //
 // Pool is an eris.BlockGetter. It owns its peers: Close closes them.
 type Pool struct {
-	opts  PoolOptions
-	log   *slog.Logger
-	peers []*poolPeer
+	opts    PoolOptions
+	log     *slog.Logger
+	peers   atomic.Pointer[[]*poolPeer] // replaced, never modified, by AddPeer
+	peersMu sync.Mutex                  // serializes AddPeer
 
 	ctx    context.Context // cancelled by Close: ends every attempt
 	cancel context.CancelFunc
@@ -155,16 +156,46 @@ func NewPool(peers []Peer, opts PoolOptions) *Pool {
 	opts.fill()
 	ctx, cancel := context.WithCancel(context.Background())
 	pl := &Pool{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, probeEnded: make(chan struct{})}
+	list := make([]*poolPeer, 0, len(peers))
 	for _, p := range peers {
-		_, v := p.(verifyingPeer)
-		pl.peers = append(pl.peers, &poolPeer{
-			p: p, url: p.URL(), verifies: v,
-			window:  make(chan struct{}, opts.Window),
-			bg:      make(chan struct{}, max(1, opts.Window*3/4)),
-			backoff: opts.Backoff,
-		})
+		list = append(list, pl.newPeer(p))
 	}
+	pl.peers.Store(&list)
 	return pl
+}
+
+func (pl *Pool) newPeer(p Peer) *poolPeer {
+	_, v := p.(verifyingPeer)
+	return &poolPeer{
+		p: p, url: p.URL(), verifies: v,
+		window:  make(chan struct{}, pl.opts.Window),
+		bg:      make(chan struct{}, max(1, pl.opts.Window*3/4)),
+		backoff: pl.opts.Backoff,
+	}
+}
+
+// peerList returns the peers now in the pool.
+func (pl *Pool) peerList() []*poolPeer { return *pl.peers.Load() }
+
+// AddPeer adds a peer learned at run time (a discovered neighbour); the
+// pool ranks it like the others, an untried peer first being worth a try.
+// The pool owns p from now on. It reports false, and closes p, when the
+// pool has a peer of the same URL already or is closed.
+func (pl *Pool) AddPeer(p Peer) bool {
+	pl.mu.RLock()
+	defer pl.mu.RUnlock()
+	pl.peersMu.Lock()
+	defer pl.peersMu.Unlock()
+	old := pl.peerList()
+	dup := slices.ContainsFunc(old, func(pp *poolPeer) bool { return pp.url == p.URL() })
+	if pl.closed || dup {
+		p.Close()
+		return false
+	}
+	list := append(slices.Clip(old), pl.newPeer(p))
+	pl.peers.Store(&list)
+	pl.log.Info("peer added", "peer", p.URL())
+	return true
 }
 
 // candidate is a peer chosen for one block, in the order to ask them.
@@ -186,7 +217,7 @@ func (pl *Pool) candidates(now time.Time, early bool) (live, probes []candidate,
 	// when it ends.
 	ended := pl.probeWaiter()
 	var resting []*poolPeer // dead, in their backoff, no probe in flight
-	for _, pp := range pl.peers {
+	for _, pp := range pl.peerList() {
 		pp.mu.Lock()
 		isDead := !pp.deadUntil.IsZero()
 		switch {
@@ -377,9 +408,9 @@ func (pl *Pool) choose(ctx context.Context, ref eris.Ref) (live, probes []candid
 		switch {
 		case len(live) > 0 || len(probes) > 0:
 			return live, probes, dead, nil
-		case len(pl.peers) == 0:
+		case len(pl.peerList()) == 0:
 			return nil, nil, 0, fmt.Errorf("get block %s: %w: the pool has no peers", ref.Str(), ErrNoPeers)
-		case wait == nil || !demand || waits >= len(pl.peers):
+		case wait == nil || !demand || waits >= len(pl.peerList()):
 			return nil, nil, dead, fmt.Errorf("get block %s: %w: all %d peers are backing off after failures", ref.Str(), ErrNoPeers, dead)
 		}
 		select {
@@ -560,9 +591,10 @@ func (pl *Pool) endProbe(pp *poolPeer) {
 
 // Stats returns the counters of every peer, in the order given to NewPool.
 func (pl *Pool) Stats() []PeerStats {
-	out := make([]PeerStats, 0, len(pl.peers))
+	peers := pl.peerList()
+	out := make([]PeerStats, 0, len(peers))
 	now := time.Now()
-	for _, pp := range pl.peers {
+	for _, pp := range peers {
 		st := PeerStats{
 			URL:        pp.url,
 			Requests:   pp.requests.Load(),
@@ -607,7 +639,9 @@ func (pl *Pool) Close() error {
 	pl.cancel()
 	pl.wg.Wait()
 	var errs []error
-	for _, pp := range pl.peers {
+	pl.peersMu.Lock()
+	defer pl.peersMu.Unlock()
+	for _, pp := range pl.peerList() {
 		if err := pp.p.Close(); err != nil {
 			errs = append(errs, err)
 		}
