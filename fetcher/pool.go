@@ -143,6 +143,8 @@ type poolPeer struct {
 	failures  int       // consecutive, counted once per cause (see record)
 	lastFail  time.Time // when the last counted failure was recorded
 	penalty   float64   // decaying count of recent failures, for ranking
+	missRate  float64   // moving average of "not found" among its answers, for ranking
+	weight    float64   // 1 for the peers given to NewPool, neighbourWeight for added ones
 	deadUntil time.Time // zero: live
 	backoff   time.Duration
 	lastTry   time.Time // when the peer died or was last probed
@@ -171,14 +173,23 @@ func (pl *Pool) newPeer(p Peer) *poolPeer {
 		window:  make(chan struct{}, pl.opts.Window),
 		bg:      make(chan struct{}, max(1, pl.opts.Window*3/4)),
 		backoff: pl.opts.Backoff,
+		weight:  1,
 	}
 }
+
+// neighbourWeight scales the estimated cost of a peer added at run time:
+// at equal latency a neighbour is asked before the peers the pool was made
+// with (publishers, typically), sparing their upload; a neighbour that
+// often lacks the blocks is ranked down by its miss rate.
+const neighbourWeight = 0.5
 
 // peerList returns the peers now in the pool.
 func (pl *Pool) peerList() []*poolPeer { return *pl.peers.Load() }
 
 // AddPeer adds a peer learned at run time (a discovered neighbour); the
-// pool ranks it like the others, an untried peer first being worth a try.
+// pool ranks it like the others, by latency, failures and how often it
+// lacks the blocks asked for, and at equal cost before the peers given to
+// NewPool (see neighbourWeight).
 // The pool owns p from now on. It reports false, and closes p, when the
 // pool has a peer of the same URL already or is closed.
 func (pl *Pool) AddPeer(p Peer) bool {
@@ -192,7 +203,9 @@ func (pl *Pool) AddPeer(p Peer) bool {
 		p.Close()
 		return false
 	}
-	list := append(slices.Clip(old), pl.newPeer(p))
+	pp := pl.newPeer(p)
+	pp.weight = neighbourWeight
+	list := append(slices.Clip(old), pp)
 	pl.peers.Store(&list)
 	pl.log.Info("peer added", "peer", p.URL())
 	return true
@@ -237,7 +250,7 @@ func (pl *Pool) candidates(now time.Time, early bool) (live, probes []candidate,
 			if !ok {
 				est = pl.opts.HedgeInitial / 4 // untried: worth a try
 			}
-			cost := est.Seconds() * (1 + pp.penalty) * (0.9 + 0.2*rand.Float64())
+			cost := est.Seconds() * (1 + pp.penalty) * (1 + 4*pp.missRate) * pp.weight * (0.9 + 0.2*rand.Float64())
 			if len(pp.window) == cap(pp.window) {
 				cost += 1e6 // full window: after every peer with room
 			}
@@ -544,6 +557,11 @@ func (pl *Pool) record(pp *poolPeer, probe bool, ctx context.Context, t0 time.Ti
 		defer pl.probeOver() // after the peer's new state is set
 	}
 	if answered {
+		miss := 0.0
+		if err != nil {
+			miss = 1
+		}
+		pp.missRate = 0.9*pp.missRate + 0.1*miss
 		if !pp.deadUntil.IsZero() {
 			pl.log.Info("peer is back", "peer", pp.url)
 		}

@@ -237,13 +237,17 @@ type ServerStats struct {
 	EchoDropped    uint64
 	// Discoveries counts the multicast discovery requests answered.
 	Discoveries uint64
+	// Sent counts the block bytes sent, each part of a block-wise
+	// transfer and every repeated request included (a block sent in parts
+	// from the listener's block cache reads the store once: see Bytes).
+	Sent uint64
 }
 
 type serverCounters struct {
 	gets, blocks, bytes, notFound  atomic.Uint64
 	puts, stored, rejected, errors atomic.Uint64
 	echoChallenges, echoDropped    atomic.Uint64
-	discoveries                    atomic.Uint64
+	discoveries, sent              atomic.Uint64
 }
 
 // Stats returns the server's counters.
@@ -251,5 +255,5 @@ func (s *Server) Stats() ServerStats {
 	c := &s.stats
 	return ServerStats{Gets: c.gets.Load(), Blocks: c.blocks.Load(), Bytes: c.bytes.Load(), NotFound: c.notFound.Load(),
 		Puts: c.puts.Load(), Stored: c.stored.Load(), Rejected: c.rejected.Load(), Errors: c.errors.Load(),
-		EchoChallenges: c.echoChallenges.Load(), EchoDropped: c.echoDropped.Load(), Discoveries: c.discoveries.Load()}
+		EchoChallenges: c.echoChallenges.Load(), EchoDropped: c.echoDropped.Load(), Discoveries: c.discoveries.Load(), Sent: c.sent.Load()}
 }

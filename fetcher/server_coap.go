@@ -130,6 +130,7 @@ func (c *coapBlocks) get(ctx context.Context, w mux.ResponseWriter, r *mux.Messa
 		c.s.log.Warn("coap: cannot set response", "err", err)
 		return
 	}
+	c.s.stats.sent.Add(uint64(sl.end - sl.off))
 	if sl.blockwise {
 		v, err := blockwise.EncodeBlockOption(sl.szx, sl.num, sl.more)
 		if err == nil {

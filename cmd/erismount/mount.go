@@ -113,6 +113,13 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 		return err
 	}
 	defer src.Close()
+	node, listening, err := a.listenNode(ctx, src, f.node)
+	if err != nil {
+		return err
+	}
+	if node != nil {
+		defer node.Close()
+	}
 	// The mounted root is pinned: every block read through the mount is
 	// tagged so the cache never evicts it while mounted.
 	pin, err := src.Store.PinMount(ctx, rc.URN())
@@ -141,14 +148,6 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 	})
 	if err != nil {
 		return err
-	}
-	node, listening, err := a.listenNode(ctx, src, f.node)
-	if err != nil {
-		srv.Close()
-		return err
-	}
-	if node != nil {
-		defer node.Close()
 	}
 	if a.metrics != "" {
 		ms := &metricSources{tiered: src.Tiered.Stats, fuse: srv.Stats}
