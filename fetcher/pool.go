@@ -181,7 +181,7 @@ func (pl *Pool) newPeer(p Peer) *poolPeer {
 // at equal latency a neighbour is asked before the peers the pool was made
 // with (publishers, typically), sparing their upload; a neighbour that
 // often lacks the blocks is ranked down by its miss rate.
-const neighbourWeight = 0.5
+const neighbourWeight = 0.25
 
 // peerList returns the peers now in the pool.
 func (pl *Pool) peerList() []*poolPeer { return *pl.peers.Load() }
@@ -360,6 +360,9 @@ func (pl *Pool) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 		}
 	}
 	next := 0
+	// Prefetching (eris.Background) is never hedged: nobody waits for it,
+	// and a hedge costs a second peer's upload (a swarm's publisher).
+	background := eris.IsBackground(ctx)
 	var hedge <-chan time.Time
 	startNext := func(isHedge bool) {
 		if next >= len(live) {
@@ -371,7 +374,9 @@ func (pl *Pool) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 		if !start(c, isHedge) {
 			return
 		}
-		hedge = time.After(pl.hedgeAfter(c.pp))
+		if !background {
+			hedge = time.After(pl.hedgeAfter(c.pp))
+		}
 	}
 	startNext(false)
 	if running == 0 {

@@ -37,7 +37,7 @@ const swarmScript = `bin="$0" dir="$1" peer="$2" urn="$3"
 pid=$!
 echo $pid > "$dir/pid"
 until mountpoint -q "$dir/mnt"; do kill -0 $pid 2>/dev/null || exit 9; sleep 0.05; done
-cp -a "$dir/mnt/." "$dir/out/" && touch "$dir/copied"
+if cp -a "$dir/mnt/." "$dir/out/" 2>"$dir/cp.err"; then touch "$dir/copied"; else touch "$dir/failed"; fi
 wait $pid`
 
 func startSwarmClient(t *testing.T, sw *testenv.Swarm, node int, dir, peer, urn string) *swarmClient {
@@ -62,7 +62,7 @@ func startSwarmClient(t *testing.T, sw *testenv.Swarm, node int, dir, peer, urn 
 // wait waits until the client has copied the tree out.
 func (c *swarmClient) wait(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Minute)
+	deadline := time.Now().Add(4 * time.Minute)
 	for {
 		if _, err := os.Stat(filepath.Join(c.dir, "copied")); err == nil {
 			if c.took == 0 {
@@ -70,15 +70,25 @@ func (c *swarmClient) wait(t *testing.T) {
 			}
 			return
 		}
+		if _, err := os.Stat(filepath.Join(c.dir, "failed")); err == nil {
+			cpErr, _ := os.ReadFile(filepath.Join(c.dir, "cp.err"))
+			t.Fatalf("client in node %d could not copy the tree: %.2000s\nmount: %.4000s", c.node, cpErr, lastLines(c.stderr.String(), 40))
+		}
 		select {
 		case <-c.exited:
 			t.Fatalf("client in node %d ended before copying the tree: %.3000s", c.node, c.stderr.String())
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("client in node %d did not copy the tree in 10 minutes: %.3000s", c.node, c.stderr.String())
+			t.Fatalf("client in node %d did not copy the tree in 4 minutes: %s", c.node, lastLines(c.stderr.String(), 40))
 		}
 	}
+}
+
+// lastLines is the end of a log.
+func lastLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // stop ends the mount (SIGTERM: it unmounts and logs what it served).
@@ -103,6 +113,8 @@ func (c *swarmClient) stop(t *testing.T) {
 }
 
 var nodeServed = regexp.MustCompile(`msg="node served" requests=(\d+) blocks=(\d+) bytes=(\d+) sent=(\d+)`)
+
+var peerTotals = regexp.MustCompile(`peer=\S+ requests=\d+ hedges=\d+ blocks=\d+ bytes=\d+ not_found=\d+`)
 
 // served is what the client's node sent to the others: blocks read from
 // its store, and block bytes sent.
@@ -198,6 +210,9 @@ func TestSwarm(t *testing.T) {
 				_, b := c.served(t)
 				peerBytes += b
 				t.Logf("%s: client %d copied the tree in %v; its node served %d bytes", round, c.node, c.took.Round(time.Millisecond), b)
+				for _, m := range peerTotals.FindAllString(c.stderr.String(), -1) {
+					t.Logf("%s: client %d: %s", round, c.node, m)
+				}
 			}
 			t.Logf("%s: tree %d bytes of files; the publisher served %d bytes (%.2fx the files), the clients %d; all three done in %v",
 				round, treeBytes, pubBytes, float64(pubBytes)/float64(treeBytes), peerBytes, all.Round(time.Millisecond))

@@ -65,7 +65,13 @@ func (a *app) discoverPeers(ctx context.Context, pool *fetcher.Pool, self []stri
 			}
 		}
 	}()
-	return func() { cancel(); <-done }
+	return func() {
+		cancel()
+		<-done
+		for _, st := range pool.Stats() {
+			a.log.Info("peer totals", "peer", st.URL, "requests", st.Requests, "hedges", st.Hedges, "blocks", st.Blocks, "bytes", st.Bytes, "not_found", st.NotFound, "errors", st.Errors, "probes", st.Probes)
+		}
+	}
 }
 
 // listenNode serves the blocks src holds on every --listen URL until ctx
