@@ -259,14 +259,7 @@ func (pl *Pool) candidates(now time.Time, early bool) (live, probes []candidate,
 		pp.mu.Unlock()
 	}
 	if early && len(live) == 0 && len(probes) == 0 {
-		for _, pp := range resting {
-			pp.mu.Lock()
-			if !pp.deadUntil.IsZero() && !pp.probing && now.Sub(pp.lastTry) >= pl.opts.ProbeInterval {
-				pl.startProbe(pp, now)
-				probes = append(probes, candidate{pp: pp, probe: true})
-			}
-			pp.mu.Unlock()
-		}
+		probes = pl.earlyProbes(resting, now, len(resting))
 	}
 	slices.SortFunc(live, func(a, b candidate) int {
 		switch {
@@ -278,6 +271,27 @@ func (pl *Pool) candidates(now time.Time, early bool) (live, probes []candidate,
 		return 0
 	})
 	return live, probes, dead, wait
+}
+
+// earlyProbes starts a probe of each of peers (nil: every peer) that is
+// dead, not being probed, and not tried for ProbeInterval; at most limit.
+func (pl *Pool) earlyProbes(peers []*poolPeer, now time.Time, limit int) []candidate {
+	if peers == nil {
+		peers = pl.peerList()
+	}
+	var probes []candidate
+	for _, pp := range peers {
+		if len(probes) >= limit {
+			break
+		}
+		pp.mu.Lock()
+		if !pp.deadUntil.IsZero() && !pp.probing && now.Sub(pp.lastTry) >= pl.opts.ProbeInterval {
+			pl.startProbe(pp, now)
+			probes = append(probes, candidate{pp: pp, probe: true})
+		}
+		pp.mu.Unlock()
+	}
+	return probes
 }
 
 // startProbe marks pp as probed; pp.mu is held.
@@ -333,7 +347,10 @@ func (pl *Pool) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 	stop := context.AfterFunc(pl.ctx, cancel)
 	defer stop()
 
-	results := make(chan attemptResult, len(live)+len(probes)+pl.opts.Retries)
+	// Room for every attempt: the ranked peers, their retries, the probes,
+	// and the early probes of a demand read (at most one per peer).
+	spare := len(pl.peerList())
+	results := make(chan attemptResult, len(live)+len(probes)+pl.opts.Retries+spare)
 	running := 0
 	start := func(c candidate, hedge bool) bool {
 		pl.mu.RLock()
@@ -385,6 +402,7 @@ func (pl *Pool) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 
 	var errs []error
 	retries := pl.opts.Retries
+	probedEarly := false
 	for {
 		select {
 		case r := <-results:
@@ -399,6 +417,16 @@ func (pl *Pool) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 			}
 			if next < len(live) {
 				startNext(false)
+			}
+			if running == 0 && !background && !probedEarly && ctx.Err() == nil {
+				// Every live peer failed or lacks the block: a demand
+				// read probes the dead peers, which may have it, once.
+				probedEarly = true
+				for _, c := range pl.earlyProbes(nil, time.Now(), spare) {
+					if !start(c, false) {
+						pl.endProbe(c.pp)
+					}
+				}
 			}
 			if running == 0 {
 				return nil, pl.failure(ctx, ref, errs, dead)
