@@ -133,7 +133,14 @@ var canonicalTime = []unix.Timespec{{Sec: 1}, {Sec: 1}}
 //
 // fsys is read as package nar walks it: symlinks never followed, entries
 // in byte order, executables by any 0100 bit.
-func CopyIn(ctx context.Context, fsys fs.FS, storeDir, storePath string, want nar.Sum, opts CopyInOptions) (err error) {
+func CopyIn(ctx context.Context, fsys fs.FS, storeDir, storePath string, want nar.Sum, opts CopyInOptions) error {
+	return copyIn(ctx, storeDir, storePath, want, opts, func(visit nar.WalkFunc) error {
+		return nar.Walk(ctx, fsys, visit)
+	})
+}
+
+// copyIn is CopyIn of the tree walk gives, in nar order, to visit.
+func copyIn(ctx context.Context, storeDir, storePath string, want nar.Sum, opts CopyInOptions, walk func(visit nar.WalkFunc) error) (err error) {
 	if err := checkStoreDir(storeDir, storePath); err != nil {
 		return err
 	}
@@ -167,7 +174,7 @@ func CopyIn(ctx context.Context, fsys fs.FS, storeDir, storePath string, want na
 			}
 		}
 	}()
-	if err := nar.Walk(ctx, fsys, c.visit); err != nil {
+	if err := walk(c.visit); err != nil {
 		return fmt.Errorf("narinfo: copy-in %s: %w", base, err)
 	}
 	if err := c.nw.Close(); err != nil {

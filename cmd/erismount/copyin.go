@@ -15,8 +15,9 @@ import (
 
 func newCopyInCmd(a *app) *cobra.Command {
 	var narinfoPath, aclPath, storeDir string
+	var up upstreamCopyIn
 	cmd := &cobra.Command{
-		Use:   "copy-in --narinfo FILE [--acl FILE] [--store-dir DIR]",
+		Use:   "copy-in (--narinfo FILE | --upstream URL… STORE-PATH) [--acl FILE] [--store-dir DIR]",
 		Short: "Copy the store item of a signed narinfo into a store, verified, from its ERIS field",
 		Long: `Copy the store item a narinfo describes into a store directory, from the
 ERIS-FS tree its ERIS field names, without mounting anything:
@@ -35,13 +36,33 @@ and nothing appears in the store. This writes files only: registering the item
 in the daemon's database is not done (prefer the substitute server on a live
 Guix system). A progress bar is shown when stderr is a terminal.
 
+With --upstream URL (repeatable, tried in order) and a store path as argument,
+the narinfo is looked up at those substitute servers instead (/<hash>.narinfo,
+its signature checked against --acl and --trusted-nix-key), and the nar comes
+from the cheapest source that works, as substitute-server chooses (see
+--nar-source): the ERIS-FS tree, the compressed nar as ERIS content, or the
+upstream's nar, decompressed and checked as it streams.
+
 Exit codes: 0 copied, 2 malformed narinfo or ACL, 3 blocks unavailable,
 4 signature not valid, corrupt block or NarHash/NarSize mismatch.`,
 		Example: `  erismount copy-in --narinfo hello.narinfo --peer coap://192.0.2.7:5683
-  erismount copy-in --narinfo hello.narinfo --acl ./acl --store-dir /tmp/root/gnu/store`,
-		Args: exactArgs(0),
+  erismount copy-in --narinfo hello.narinfo --acl ./acl --store-dir /tmp/root/gnu/store
+  erismount copy-in --upstream https://ci.guix.gnu.org --peer coap://192.0.2.7:5683 /gnu/store/…-hello-2.12`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(up.urls) > 0 {
+				return exactArgs(1)(cmd, args)
+			}
+			return exactArgs(0)(cmd, args)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if len(up.urls) > 0 {
+				if narinfoPath != "" {
+					return usageError{fmt.Errorf("give --narinfo or --upstream, not both")}
+				}
+				up.aclPath, up.aclGiven, up.storeDir = aclPath, cmd.Flags().Changed("acl"), storeDir
+				return a.copyInUpstream(ctx, args[0], up)
+			}
 			if narinfoPath == "" {
 				return usageError{fmt.Errorf("--narinfo is required")}
 			}
@@ -85,6 +106,9 @@ Exit codes: 0 copied, 2 malformed narinfo or ACL, 3 blocks unavailable,
 	f.StringVar(&narinfoPath, "narinfo", "", "the signed narinfo (- for stdin)")
 	f.StringVar(&aclPath, "acl", defaultACL, "ACL of authorized Guix signing keys")
 	f.StringVar(&storeDir, "store-dir", "", "store directory to copy into (default: the directory of the narinfo's StorePath, e.g. /gnu/store); it must be that directory, or it under another root (/tmp/root/gnu/store), else copy-in refuses with exit 4")
+	f.StringArrayVar(&up.urls, "upstream", nil, "look the narinfo of STORE-PATH up at this substitute server (repeatable, tried in order)")
+	f.StringArrayVar(&up.nixKeys, "trusted-nix-key", nil, "with --upstream: trust narinfos with a Sig by this Nix public key NAME:BASE64 (repeatable)")
+	f.StringVar(&up.narSource, "nar-source", "auto", "with --upstream: where the nar comes from: auto, tree, eris-nar or upstream")
 	return cmd
 }
 

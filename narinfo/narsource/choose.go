@@ -3,6 +3,8 @@ package narsource
 import (
 	"cmp"
 	"fmt"
+	"net/url"
+	"os"
 	"slices"
 	"strings"
 
@@ -50,8 +52,10 @@ type Facts struct {
 	// held.
 	ERISNar                   bool
 	ERISNarBytes, ERISNarHeld int64
-	// Locations are the narinfo's, with absolute URLs.
+	// Locations are the narinfo's, with absolute URLs; Missing marks
+	// those known not to be there (a file: URL of no file).
 	Locations []narinfo.Location
+	Missing   map[int]bool
 	// Failed are sources that failed for this item recently.
 	Failed map[Kind]bool
 }
@@ -88,7 +92,7 @@ func Choose(f Facts, force Kind) []Option {
 		opts = append(opts, Option{Kind: ERISNar, Cost: max(0, f.ERISNarBytes-f.ERISNarHeld)})
 	}
 	for i, l := range f.Locations {
-		if !usableCompression(l.Compression) {
+		if !usableCompression(l.Compression) || f.Missing[i] {
 			continue
 		}
 		opts = append(opts, Option{Kind: Upstream, Location: i, Cost: locationCost(l, f.NarSize)})
@@ -123,10 +127,30 @@ func locationCost(l narinfo.Location, narSize int64) int64 {
 
 // Possible returns the sources of n's nar by what the narinfo says alone,
 // nothing counted: empty when no source could produce it.
-func (c *Chooser) Possible(n *narinfo.Narinfo, x Extra) []Option {
-	f := Facts{NarSize: n.NarSize, Locations: n.Locations}
+func (c *Chooser) Possible(n *narinfo.Narinfo) []Option {
+	x := n.ERISNar
+	f := Facts{NarSize: n.NarSize, Locations: n.Locations, Missing: missingFiles(n.Locations)}
 	_, err := n.Capability()
 	f.Tree = err == nil && c.opts.Blocks != nil
-	f.ERISNar = !x.ERISNar.IsZero() && c.opts.Blocks != nil && usableCompression(x.ERISNarCompression)
+	f.ERISNar = !x.IsZero() && c.opts.Blocks != nil && usableCompression(x.Compression)
 	return Choose(f, c.opts.Force)
+}
+
+// missingFiles marks the file: locations whose file does not exist (a
+// narinfo directory without nars, as `publish --narinfo-dir` writes).
+func missingFiles(locs []narinfo.Location) map[int]bool {
+	var m map[int]bool
+	for i, l := range locs {
+		u, err := url.Parse(l.URL)
+		if err != nil || u.Scheme != "file" {
+			continue
+		}
+		if _, err := os.Stat(u.Path); err != nil {
+			if m == nil {
+				m = map[int]bool{}
+			}
+			m[i] = true
+		}
+	}
+	return m
 }

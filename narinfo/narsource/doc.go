@@ -28,6 +28,6 @@
 // nothing can start the error is a *NoSourceError naming each attempt.
 //
 //	c := narsource.New(narsource.Options{Blocks: tiered, Local: disk, Has: disk.Has})
-//	res, err := c.Write(ctx, w, n, narsource.Extra{})
+//	res, err := c.Write(ctx, w, n)
 //	log.Info("nar", "source", res.Kind, "moved", res.Moved)
 package narsource

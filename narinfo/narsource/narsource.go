@@ -14,7 +14,10 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"erismount/eris"
 	"erismount/erisfs"
@@ -59,13 +62,6 @@ type Options struct {
 	FailureMemory time.Duration
 	// Logger receives a line per source tried and failed; nil discards.
 	Logger *slog.Logger
-}
-
-// Extra is what a narinfo may say beyond the fields narinfo.Narinfo has:
-// the compressed nar as ERIS content (`ERIS-Nar: <urn> <compression>`).
-type Extra struct {
-	ERISNar            eris.ReadCapability
-	ERISNarCompression string
 }
 
 // Attempt is a source tried for a nar.
@@ -175,39 +171,44 @@ func New(opts Options) *Chooser {
 
 // Facts gathers what the choice weighs for n: what is local is counted
 // from the local index, never fetched.
-func (c *Chooser) Facts(ctx context.Context, n *narinfo.Narinfo, x Extra) Facts {
-	f := Facts{NarSize: n.NarSize, Locations: n.Locations, Failed: c.recentFailures(n.StorePath)}
+func (c *Chooser) Facts(ctx context.Context, n *narinfo.Narinfo) Facts {
+	x := n.ERISNar
+	f := Facts{NarSize: n.NarSize, Locations: n.Locations, Missing: missingFiles(n.Locations), Failed: c.recentFailures(n.StorePath)}
 	if rc, err := n.Capability(); err == nil && c.opts.Blocks != nil {
 		f.Tree = true
 		f.TreeBytes = int64(float64(n.NarSize) * c.opts.TreeOverhead)
 		if c.opts.Local != nil && c.opts.Has != nil {
-			if h, err := c.treeHeld(ctx, rc); err == nil {
+			if h, err := c.treeHeld(ctx, rc, n.NarSize); err == nil {
 				f.TreeBytes, f.TreeHeld, f.TreeExact = h.TotalBytes, h.Bytes, true
 			}
 		}
 	}
-	if !x.ERISNar.IsZero() && c.opts.Blocks != nil && usableCompression(x.ERISNarCompression) {
+	if !x.IsZero() && c.opts.Blocks != nil && usableCompression(x.Compression) {
 		f.ERISNar = true
 		size := n.NarSize
 		for _, l := range n.Locations {
-			if l.Compression == x.ERISNarCompression && l.FileSize > 0 {
+			if l.Compression == x.Compression && l.FileSize > 0 {
 				size = l.FileSize
 				break
 			}
 		}
-		f.ERISNarBytes = eris.BlockCount(x.ERISNar, size) * int64(x.ERISNar.BlockSize())
+		f.ERISNarBytes = eris.BlockCount(x.Capability, size) * int64(x.Capability.BlockSize())
 		if c.opts.Local != nil && c.opts.Has != nil {
-			if held, err := eris.CountHeld(ctx, x.ERISNar, c.opts.Local, c.opts.Has); err == nil {
-				f.ERISNarHeld = held * int64(x.ERISNar.BlockSize())
+			if held, err := eris.CountHeld(ctx, x.Capability, c.opts.Local, c.opts.Has); err == nil {
+				f.ERISNarHeld = held * int64(x.Capability.BlockSize())
 			}
 		}
 	}
 	return f
 }
 
-// treeHeld counts the blocks of the tree rc held locally; it fails when
-// the tree's index is not all local.
-func (c *Chooser) treeHeld(ctx context.Context, rc eris.ReadCapability) (erisfs.Holding, error) {
+// treeHeld counts the bytes of the blocks of the tree rc, and of those
+// held locally, from the local index alone (it fails when the index is
+// not all local); nothing is fetched. A file whose size is not local (its
+// rightmost path is missing) is counted at the most its capability allows,
+// at most the nar's size: an upper bound, so the tree is never chosen for
+// blocks it would not have.
+func (c *Chooser) treeHeld(ctx context.Context, rc eris.ReadCapability, narSize int64) (erisfs.Holding, error) {
 	if ok, err := c.opts.Has(ctx, rc.Root()); err != nil || !ok {
 		return erisfs.Holding{}, eris.ErrNotFound
 	}
@@ -215,7 +216,49 @@ func (c *Chooser) treeHeld(ctx context.Context, rc eris.ReadCapability) (erisfs.
 	if err != nil {
 		return erisfs.Holding{}, err
 	}
-	return t.Held(ctx, t.Root(), c.opts.Local, c.opts.Has)
+	var total, held atomic.Int64
+	count := func(ctx context.Context, rc eris.ReadCapability, size int64) error {
+		h, err := eris.CountHeld(ctx, rc, c.opts.Local, c.opts.Has)
+		if err != nil {
+			return err
+		}
+		bs := int64(rc.BlockSize())
+		total.Add(eris.BlockCount(rc, size) * bs)
+		held.Add(h * bs)
+		return nil
+	}
+	if err := count(ctx, rc, int64(t.IndexSize())); err != nil {
+		return erisfs.Holding{}, err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	seen := map[eris.ReadCapability]bool{}
+	for e := range t.All() {
+		if !e.Kind().IsFile() || seen[e.Capability()] {
+			continue
+		}
+		seen[e.Capability()] = true
+		g.Go(func() error {
+			frc := e.Capability()
+			size, ok := e.CachedSize()
+			if !ok {
+				r, err := eris.NewReaderOptions(gctx, frc, c.opts.Local, eris.ReaderOptions{Nodes: c.nodes})
+				if err != nil {
+					return err
+				}
+				if size, err = r.SizeContext(gctx); errors.Is(err, eris.ErrNotFound) {
+					size = min(frc.MaxSize(), narSize)
+				} else if err != nil {
+					return err
+				}
+			}
+			return count(gctx, frc, size)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return erisfs.Holding{}, err
+	}
+	return erisfs.Holding{Bytes: held.Load(), TotalBytes: total.Load()}, nil
 }
 
 // Write writes the nar of n to w from the first source, in the order of
@@ -223,13 +266,13 @@ func (c *Chooser) treeHeld(ctx context.Context, rc eris.ReadCapability) (erisfs.
 // what happens on a failure; a w that is a Resetter lets a source that
 // failed after writing into it give way to the next). On an error after Result.Sent > 0 bytes, w
 // holds a nar cut short: the caller must abort whatever w feeds.
-func (c *Chooser) Write(ctx context.Context, w io.Writer, n *narinfo.Narinfo, x Extra) (Result, error) {
-	f := c.Facts(ctx, n, x)
+func (c *Chooser) Write(ctx context.Context, w io.Writer, n *narinfo.Narinfo) (Result, error) {
+	f := c.Facts(ctx, n)
 	res := Result{Options: Choose(f, c.opts.Force)}
 	cw := &countWriter{w: w}
 	for _, o := range res.Options {
 		before := c.remoteBytes()
-		url, moved, err := c.try(ctx, cw, n, x, o)
+		url, moved, err := c.try(ctx, cw, n, o)
 		if o.Kind != Upstream {
 			moved = c.remoteBytes() - before
 		}
@@ -263,7 +306,7 @@ func (c *Chooser) remoteBytes() int64 {
 }
 
 // try writes the nar from one source.
-func (c *Chooser) try(ctx context.Context, w io.Writer, n *narinfo.Narinfo, x Extra, o Option) (url string, moved int64, err error) {
+func (c *Chooser) try(ctx context.Context, w io.Writer, n *narinfo.Narinfo, o Option) (url string, moved int64, err error) {
 	switch o.Kind {
 	case Tree:
 		rc, err := n.Capability()
@@ -276,7 +319,7 @@ func (c *Chooser) try(ctx context.Context, w io.Writer, n *narinfo.Narinfo, x Ex
 		}
 		return "", 0, erisnar.WriteChecked(ctx, w, t, n, c.opts.Nar)
 	case ERISNar:
-		r, err := eris.NewReaderOptions(ctx, x.ERISNar, c.opts.Blocks, eris.ReaderOptions{Nodes: c.nodes})
+		r, err := eris.NewReaderOptions(ctx, n.ERISNar.Capability, c.opts.Blocks, eris.ReaderOptions{Nodes: c.nodes})
 		if err != nil {
 			return "", 0, err
 		}
@@ -286,7 +329,7 @@ func (c *Chooser) try(ctx context.Context, w io.Writer, n *narinfo.Narinfo, x Ex
 		}
 		ar := newAheadReader(ctx, r, size)
 		defer ar.Close()
-		return "", 0, decompressChecked(ctx, w, ar, x.ERISNarCompression, n)
+		return "", 0, decompressChecked(ctx, w, ar, n.ERISNar.Compression, n)
 	case Upstream:
 		l := n.Locations[o.Location]
 		body, err := c.open(ctx, l.URL)
@@ -426,3 +469,6 @@ func (c *countReader) Read(p []byte) (int, error) {
 	c.n += int64(n)
 	return n, err
 }
+
+// ExitCode makes a command exit with 3 (unavailable).
+func (e *NoSourceError) ExitCode() int { return 3 }

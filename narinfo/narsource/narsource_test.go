@@ -57,7 +57,7 @@ func (b *blocks) has(ctx context.Context, ref eris.Ref) (bool, error) {
 // ERIS-Nar on a peer, compressed nars on an upstream HTTP server.
 type item struct {
 	n       *narinfo.Narinfo
-	x       Extra
+	withNar *narinfo.Narinfo // n with ERIS-Nar
 	nar     []byte
 	xz      []byte
 	b       *blocks
@@ -95,7 +95,7 @@ func newItem(t *testing.T) *item {
 	if err != nil {
 		t.Fatal(err)
 	}
-	it.x = Extra{ERISNar: enc, ERISNarCompression: compress.Zstd}
+	nx := narinfo.ERISNar{Capability: enc, Compression: compress.Zstd}
 	it.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		it.mu.Lock()
 		it.fetches[r.URL.Path]++
@@ -123,6 +123,9 @@ func newItem(t *testing.T) *item {
 			{URL: it.srv.URL + "/nar/a.nar.zst", Compression: "zstd", FileSize: int64(len(zst))},
 		},
 	}
+	wn := *it.n
+	wn.ERISNar = nx
+	it.withNar = &wn
 	return it
 }
 
@@ -152,10 +155,10 @@ func TestWrite(t *testing.T) {
 	it := newItem(t)
 	t.Logf("nar %d bytes, xz %d, tree blocks on the peer %d", len(it.nar), len(it.xz), it.b.peer.Len())
 
-	check := func(t *testing.T, c *Chooser, x Extra, want Kind) Result {
+	check := func(t *testing.T, c *Chooser, n *narinfo.Narinfo, want Kind) Result {
 		t.Helper()
 		var out bytes.Buffer
-		res, err := c.Write(ctx, &out, it.n, x)
+		res, err := c.Write(ctx, &out, n)
 		if err != nil {
 			t.Fatalf("Write: %v (%+v)", err, res)
 		}
@@ -170,7 +173,7 @@ func TestWrite(t *testing.T) {
 	}
 
 	t.Run("nothing-local-takes-the-compressed-nar", func(t *testing.T) {
-		res := check(t, it.chooser(t, ""), Extra{}, Upstream)
+		res := check(t, it.chooser(t, ""), it.n, Upstream)
 		if res.Moved != int64(len(it.xz)) || res.URL != it.n.Locations[0].URL {
 			t.Errorf("moved %d from %s, want the xz nar's %d", res.Moved, res.URL, len(it.xz))
 		}
@@ -178,7 +181,7 @@ func TestWrite(t *testing.T) {
 	for _, k := range Kinds() {
 		t.Run("forced-"+string(k), func(t *testing.T) {
 			it.b.local = eristest.NewStore()
-			res := check(t, it.chooser(t, k), it.x, k)
+			res := check(t, it.chooser(t, k), it.withNar, k)
 			if k != Upstream && (res.Moved == 0 || res.Moved != it.b.remote.Load()) {
 				t.Errorf("moved %d, the peer sent %d", res.Moved, it.b.remote.Load())
 			}
@@ -190,14 +193,40 @@ func TestWrite(t *testing.T) {
 			blk, _ := it.b.peer.GetBlock(ctx, ref)
 			it.b.local.PutBlock(ctx, ref, blk)
 		}
-		res := check(t, it.chooser(t, ""), it.x, Tree)
+		res := check(t, it.chooser(t, ""), it.withNar, Tree)
 		if res.Moved != 0 || res.Options[0].Cost != 0 {
 			t.Errorf("moved %d, cost %d: want nothing over the network", res.Moved, res.Options[0].Cost)
 		}
 	})
+	t.Run("tree-mostly-local-takes-the-tree", func(t *testing.T) {
+		// Every block but those of one small file: its size is not local
+		// either, and is bounded by its capability.
+		it.b.local = eristest.NewStore()
+		tree, err := erisfs.Open(ctx, it.n.ERIS, it.b.peer, erisfs.OpenOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := tree.Lookup("lib/f03.txt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		skip := map[eris.Ref]bool{}
+		eris.Walk(ctx, e.Capability(), it.b.peer, func(ref eris.Ref, level int) error { skip[ref] = true; return nil })
+		for _, ref := range it.b.peer.Refs() {
+			if !skip[ref] {
+				blk, _ := it.b.peer.GetBlock(ctx, ref)
+				it.b.local.PutBlock(ctx, ref, blk)
+			}
+		}
+		it.b.remote.Store(0)
+		res := check(t, it.chooser(t, ""), it.n, Tree)
+		if res.Moved == 0 || res.Moved > res.Options[0].Cost || res.Options[0].Cost > 32<<10 {
+			t.Errorf("moved %d, cost %d: want the one file's blocks, within the estimate", res.Moved, res.Options[0].Cost)
+		}
+	})
 	t.Run("eris-nar-local-takes-it", func(t *testing.T) {
 		it.b.local = eristest.NewStore()
-		if err := eris.Walk(ctx, it.x.ERISNar, it.b.peer, func(ref eris.Ref, level int) error {
+		if err := eris.Walk(ctx, it.withNar.ERISNar.Capability, it.b.peer, func(ref eris.Ref, level int) error {
 			blk, err := it.b.peer.GetBlock(ctx, ref)
 			if err == nil {
 				err = it.b.local.PutBlock(ctx, ref, blk)
@@ -206,7 +235,7 @@ func TestWrite(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		res := check(t, it.chooser(t, ""), it.x, ERISNar)
+		res := check(t, it.chooser(t, ""), it.withNar, ERISNar)
 		if res.Moved != 0 {
 			t.Errorf("moved %d, want 0", res.Moved)
 		}
@@ -216,7 +245,7 @@ func TestWrite(t *testing.T) {
 		it.b.dead.Store(true)
 		defer it.b.dead.Store(false)
 		c := New(Options{Blocks: it.b, Local: it.b.local, Has: it.b.has, TreeOverhead: 0.01, Logger: testenv.Logger(t)})
-		res := check(t, c, Extra{}, Upstream)
+		res := check(t, c, it.n, Upstream)
 		if len(res.Attempts) != 1 || res.Attempts[0].Option.Kind != Tree {
 			t.Errorf("attempts %v, want the tree first", res.Attempts)
 		}
@@ -225,7 +254,7 @@ func TestWrite(t *testing.T) {
 		n := *it.n
 		n.Locations = append([]narinfo.Location{{URL: it.srv.URL + "/nar/missing.nar.xz", Compression: "xz", FileSize: 1}}, it.n.Locations...)
 		var out bytes.Buffer
-		res, err := it.chooser(t, Upstream).Write(ctx, &out, &n, Extra{})
+		res, err := it.chooser(t, Upstream).Write(ctx, &out, &n)
 		if err != nil || !bytes.Equal(out.Bytes(), it.nar) || res.URL != it.n.Locations[0].URL {
 			t.Fatalf("%v, %+v", err, res)
 		}
@@ -239,21 +268,21 @@ func TestWrite(t *testing.T) {
 		defer it.tamper.Store(false)
 		c := it.chooser(t, "")
 		var out bytes.Buffer
-		res, err := c.Write(ctx, &out, it.n, Extra{})
+		res, err := c.Write(ctx, &out, it.n)
 		if !errors.Is(err, narinfo.ErrMismatch) || res.Kind != Upstream {
 			t.Fatalf("got %v from %s, want a mismatch from upstream", err, res.Kind)
 		}
 		if res.Sent == 0 || res.Sent >= it.n.NarSize || int64(out.Len()) != res.Sent {
 			t.Errorf("sent %d of %d bytes: want a nar cut short", res.Sent, it.n.NarSize)
 		}
-		check(t, c, Extra{}, Tree)
+		check(t, c, it.n, Tree)
 	})
 	t.Run("held-bytes-reset-and-the-next-source", func(t *testing.T) {
 		it.b.local = eristest.NewStore()
 		it.tamper.Store(true)
 		defer it.tamper.Store(false)
 		var out holding
-		res, err := it.chooser(t, "").Write(ctx, &out, it.n, Extra{})
+		res, err := it.chooser(t, "").Write(ctx, &out, it.n)
 		// The next source is the zstd nar, which is right.
 		if err != nil || res.URL != it.n.Locations[1].URL || !bytes.Equal(out.Bytes(), it.nar) {
 			t.Fatalf("%v from %s (attempts %v)", err, res.Kind, res.Attempts)
@@ -267,13 +296,13 @@ func TestWrite(t *testing.T) {
 		n.ERIS = eris.ReadCapability{}
 		n.Locations = []narinfo.Location{{URL: it.srv.URL + "/nar/missing", Compression: "none"}}
 		var out bytes.Buffer
-		res, err := it.chooser(t, "").Write(ctx, &out, &n, Extra{})
+		res, err := it.chooser(t, "").Write(ctx, &out, &n)
 		var nse *NoSourceError
 		if !errors.As(err, &nse) || res.Sent != 0 || out.Len() != 0 || nse.Timeout() {
 			t.Fatalf("got %v, sent %d", err, res.Sent)
 		}
 		t.Log(err)
-		if _, err := it.chooser(t, "").Write(ctx, &out, &narinfo.Narinfo{StorePath: n.StorePath, NarSize: 1}, Extra{}); !errors.Is(err, ErrNoSource) {
+		if _, err := it.chooser(t, "").Write(ctx, &out, &narinfo.Narinfo{StorePath: n.StorePath, NarSize: 1}); !errors.Is(err, ErrNoSource) {
 			t.Errorf("no source at all: %v", err)
 		}
 	})
@@ -286,7 +315,7 @@ func TestWrite(t *testing.T) {
 		n.ERIS = eris.ReadCapability{}
 		n.Locations = []narinfo.Location{{URL: "file://" + dir + "/a.nar.xz", Compression: "xz"}}
 		var out bytes.Buffer
-		if _, err := it.chooser(t, "").Write(ctx, &out, &n, Extra{}); err != nil || !bytes.Equal(out.Bytes(), it.nar) {
+		if _, err := it.chooser(t, "").Write(ctx, &out, &n); err != nil || !bytes.Equal(out.Bytes(), it.nar) {
 			t.Fatalf("%v", err)
 		}
 	})
@@ -299,7 +328,7 @@ func TestWrite(t *testing.T) {
 		for _, f := range []string{"plain", "bz"} {
 			n.Locations = []narinfo.Location{{URL: "file://" + dir + "/" + f}}
 			var out bytes.Buffer
-			if _, err := it.chooser(t, "").Write(ctx, &out, &n, Extra{}); err != nil || !bytes.Equal(out.Bytes(), it.nar) {
+			if _, err := it.chooser(t, "").Write(ctx, &out, &n); err != nil || !bytes.Equal(out.Bytes(), it.nar) {
 				t.Errorf("%s: %v", f, err)
 			}
 		}

@@ -171,3 +171,6 @@ func checkHashPart(hashPart, origin string) error {
 	}
 	return nil
 }
+
+// ExitCode makes a command exit with 4 (verification failed).
+func (e *UntrustedError) ExitCode() int { return 4 }

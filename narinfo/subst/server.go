@@ -67,9 +67,6 @@ type Options struct {
 	// Nodes caches the decrypted internal nodes of every tree New serves;
 	// nil gives the server 32 MiB of its own.
 	Nodes *eris.NodeCache
-	// Extra, if set, gives what a narinfo says beyond narinfo.Narinfo's
-	// fields for the nar sources (the ERIS-Nar field).
-	Extra func(*narinfo.Narinfo) narsource.Extra
 	// Logger receives one line per served or failed nar and per rejected
 	// narinfo; nil discards.
 	Logger *slog.Logger
@@ -118,7 +115,6 @@ type Server struct {
 // item is an accepted upstream narinfo and the narinfo served for it.
 type item struct {
 	up     *narinfo.Narinfo
-	x      narsource.Extra
 	served []byte
 }
 
@@ -414,11 +410,7 @@ func (s *Server) accept(up *narinfo.Narinfo) (*item, error) {
 	if dir := up.StoreDir(); dir != s.opts.StoreDir {
 		return nil, fmt.Errorf("%w: %s is in %s, this server serves %s", ErrRejected, up.StorePath, dir, s.opts.StoreDir)
 	}
-	var x narsource.Extra
-	if s.opts.Extra != nil {
-		x = s.opts.Extra(up)
-	}
-	if len(s.src.Possible(up, x)) == 0 {
+	if len(s.src.Possible(up)) == 0 {
 		_, err := up.Capability()
 		return nil, fmt.Errorf("%w: %s: no source for its nar (%v, and no URL of a known compression)", ErrRejected, up.StorePath, err)
 	}
@@ -431,6 +423,7 @@ func (s *Server) accept(up *narinfo.Narinfo) (*item, error) {
 		Deriver:    up.Deriver,
 		System:     up.System,
 		ERIS:       rc,
+		ERISNar:    up.ERISNar,
 		Locations:  []narinfo.Location{{URL: narURL(up.BaseName()), Compression: "none", FileSize: up.NarSize}},
 	}
 	if s.opts.NixKey != nil {
@@ -450,7 +443,7 @@ func (s *Server) accept(up *narinfo.Narinfo) (*item, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &item{up: up, x: x, served: served}, nil
+	return &item{up: up, served: served}, nil
 }
 
 // narURL is where a nar is served, relative to the server, as guix publish
@@ -487,7 +480,7 @@ func (s *Server) nar(w http.ResponseWriter, r *http.Request, base string) {
 		h.Set("Content-Length", strconv.FormatInt(it.up.NarSize, 10))
 		w.WriteHeader(http.StatusOK)
 	}}
-	res, err := s.src.Write(ctx, cw, it.up, it.x)
+	res, err := s.src.Write(ctx, cw, it.up)
 	if err == nil {
 		err = cw.commit()
 	}
