@@ -35,6 +35,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		ops        = fl.String("ops", "", "operations to measure, comma separated (ready, first-byte, ls, small, ls+small, run, read-all, read-all-n); empty: all")
 		mountArgs  = fl.String("mount-args", "", "extra flags for erismount mount, space separated (e.g. \"--readahead 0\")")
 		verbose    = fl.Bool("v", false, "log progress to stderr")
+		prepCache  = fl.String("prep-cache", "", "with -suite: keep the compressed nars in this directory between runs (compressing is not measured)")
 		suite      = fl.String("suite", "", "measure whole items of real software instead: trees, comma separated (toolchain, protobuf, coreutils, libc6, perl-modules-5.36, generated; \"all\")")
 	)
 	fl.IntVar(&cfg.Files, "files", 4000, "files in the generated tree")
@@ -80,7 +81,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				return fmt.Errorf("-suite: unknown tree %q (known: %s)", n, strings.Join(itemOrder, ", "))
 			}
 		}
-		sc := SuiteConfig{Items: names, Shape: cfg.Shape, Runs: cfg.Runs, GenFiles: cfg.Files, GenBytes: cfg.Bytes,
+		sc := SuiteConfig{Items: names, PrepCache: *prepCache, Shape: cfg.Shape, Runs: cfg.Runs, GenFiles: cfg.Files, GenBytes: cfg.Bytes,
 			Erismount: cfg.Erismount, WorkDir: cfg.WorkDir, Keep: cfg.Keep, DropCaches: cfg.DropCaches, Logger: cfg.Logger}
 		res, err := RunSuite(ctx, sc)
 		if err != nil {
