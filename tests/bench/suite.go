@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -46,7 +47,7 @@ type SuiteConfig struct {
 	WorkDir    string
 	Keep       bool
 	DropCaches bool
-	Logger     *slog.Logger
+	Logger     *slog.Logger `json:"-"`
 }
 
 // A scenario is one way of getting an item (or part of it) over the link.
@@ -75,12 +76,36 @@ func scenarios(cfg SuiteConfig) []scenario {
 	}
 }
 
+// LoadSuiteResults reads the JSON of a run (-json), to render its report
+// again.
+func LoadSuiteResults(path string) (*SuiteResults, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r SuiteResults
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	for _, it := range r.Items {
+		for _, ms := range it.M {
+			for i := range ms {
+				if ms[i].Error != "" {
+					ms[i].Err = errors.New(ms[i].Error)
+				}
+			}
+		}
+	}
+	return &r, nil
+}
+
 // Measure is one sample: how long, and the bytes the link carried to the
 // client meanwhile.
 type Measure struct {
 	D     time.Duration
 	Bytes int64
-	Err   error
+	Err   error  `json:"-"`
+	Error string `json:",omitempty"` // Err's text, for the JSON of a run
 }
 
 // ItemResult is everything measured of one item.
@@ -102,6 +127,7 @@ type SuiteResults struct {
 	LoadBefore string
 	LoadAfter  string
 	Elapsed    time.Duration
+	Command    string // the command line that ran it
 }
 
 // RunSuite sets the items up and measures them.
@@ -310,6 +336,9 @@ func (s *suiteRun) item(ctx context.Context, it Item) (*ItemResult, error) {
 		t0 := time.Now()
 		err := f()
 		m := Measure{D: time.Since(t0), Bytes: p.Stats().Down - b0, Err: err}
+		if err != nil {
+			m.Error = err.Error()
+		}
 		r.M[key] = append(r.M[key], m)
 		log.Info("measured", "scenario", key, "took", m.D, "bytes", m.Bytes, "err", err)
 	}
