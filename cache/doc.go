@@ -82,6 +82,18 @@
 // are left. A store that is the content of a server (erismount serve,
 // publish) is opened with SoftQuota Unlimited.
 //
+// With a hard cap of 4 MiB or more the cap also bounds the files on disk,
+// database, -wal and -shm together (fileBudget): the WAL's share is an
+// eighth of the cap (1 to 64 MiB; wal_autocheckpoint every 4 MiB or a
+// quarter of the share, journal_size_limit, a TRUNCATE checkpoint after a
+// commit that leaves it past half its share, and write transactions of at
+// most a quarter of it), and the writer does not let the database file
+// grow past the rest — counted in pages, as SQLite does, with pages on the
+// freelist used first — evicting before it inserts. A small cap thus means
+// smaller transactions and more checkpoints: puts into a store at a 20 MiB
+// quota measured 1.2 to 1.6 times slower than with an unbounded WAL
+// (BenchmarkSQLitePutEvicting, on a loaded machine).
+//
 // # Pins
 //
 // A pin is a name (a capability URN) and the set of references tagged with
@@ -92,9 +104,34 @@
 // even for blocks not (yet) stored.
 //
 // SQLite.Pin returns a pin kept until SQLite.Unpin. SQLite.PinMount returns
-// a pin held by this process, for a mounted root: every block read through
-// the mount's view is tagged as it is read or fetched. Its owner records the
+// a pin held by this process, for a mounted root; erismount mount tags with
+// it the blocks of the tree's index only, so that a tree larger than the
+// cache does not fill it with pinned file blocks. Its owner records the
 // PID, the PID's start time and the boot ID; Release, Close, or the next
 // OpenSQLite after the process has gone (including a crash: the start time
 // tells a reused PID apart) drops it with its tags. Pins lists both kinds.
+//
+// # Failures
+//
+// The cache holds nothing that cannot be fetched again except pins, so
+// its failures do not stop the program. A write transaction that fails (a
+// full disk, a quota, an I/O error) makes the store degraded: it says so
+// once in the log (and at most every ten minutes while it lasts), counts
+// the failures (SQLiteStats.FailedCommits, Refused, Degraded; Health reads
+// them for metrics), keeps serving what it holds, and refuses puts at once
+// with ErrUnavailable for RetryInterval after each failure; then a batch
+// tries again. It is writable again, logged once, when a transaction that
+// stored blocks commits with 4 MiB free on its file system — a commit
+// alone does not tell, as small transactions fit in WAL space a failed one
+// left allocated. Mount pins taken meanwhile and stale pins that could not
+// be dropped are written then. Tiered logs failing write-backs and disk
+// reads once per episode too.
+//
+// OpenSQLite does not fail for either: a store that cannot be written is
+// opened as an empty store in memory for the run (MemoryOnly: puts are
+// refused, pins are kept in memory), and a file SQLite finds damaged is
+// moved aside as PATH.damaged-TIME with its -wal and -shm files, a fresh
+// store started, and one ERROR line names the pins lost (Replaced). Damage
+// SQLite reports while the store is in use degrades it, and the file is
+// moved aside on Close.
 package cache

@@ -39,14 +39,19 @@ const remindEvery = 10 * time.Minute
 
 // episode logs a run of repeated failures of one kind once when it starts,
 // once when it ends, and at most every remindEvery in between, so that a
-// full disk under a busy mount gives a few lines, not one per block. The
-// failures themselves are counted by the caller, for metrics.
+// full disk under a busy mount gives a few lines, not one per block. An
+// episode that starts within remindEvery of the last line is not logged,
+// nor is its end: a cause that comes and goes (a disk on the edge of full)
+// does not flood the log either. The failures themselves are counted by
+// the caller, for metrics.
 type episode struct {
-	on      atomic.Bool // failing, read without the lock on hot paths
+	on      atomic.Bool // failing; read without the lock on hot paths
 	mu      sync.Mutex
 	failing bool
-	n       int64 // failures in this episode
-	last    time.Time
+	logged  bool      // this episode's start was logged
+	n       int64     // failures since the last line
+	total   int64     // failures in this episode
+	last    time.Time // when a failure was last logged
 }
 
 // fail records one failure and logs it if it starts an episode or the last
@@ -54,25 +59,33 @@ type episode struct {
 func (e *episode) fail(log *slog.Logger, level slog.Level, msg string, args ...any) {
 	e.mu.Lock()
 	e.n++
+	e.total++
 	now := time.Now()
+	due := e.last.IsZero() || now.Sub(e.last) >= remindEvery
 	start := !e.failing
-	if !start && now.Sub(e.last) < remindEvery {
+	if start {
+		e.failing, e.logged, e.total = true, false, 1
+		e.on.Store(true)
+	}
+	if !due {
 		e.mu.Unlock()
 		return
 	}
-	e.failing, e.last = true, now
-	e.on.Store(true)
 	n := e.n
+	still := e.logged
+	e.last, e.n, e.logged = now, 0, true
 	e.mu.Unlock()
-	if !start {
+	if still {
 		msg += " (still)"
+	}
+	if still || n > 1 {
 		args = append(args, "failures", n)
 	}
 	log.Log(context.Background(), level, msg, args...)
 }
 
-// ok ends an episode, logging msg with the number of failures if one was
-// going on. It reports whether it did.
+// ok ends an episode, logging msg if its start was logged. It reports
+// whether an episode was going on.
 func (e *episode) ok(log *slog.Logger, msg string, args ...any) bool {
 	if !e.on.Load() {
 		return false
@@ -82,10 +95,12 @@ func (e *episode) ok(log *slog.Logger, msg string, args ...any) bool {
 		e.mu.Unlock()
 		return false
 	}
-	n := e.n
-	e.failing, e.n = false, 0
+	logged, total := e.logged, e.total
+	e.failing, e.logged = false, false
 	e.on.Store(false)
 	e.mu.Unlock()
-	log.Info(msg, append(args, "failures", n)...)
+	if logged {
+		log.Info(msg, append(args, "failures", total)...)
+	}
 	return true
 }

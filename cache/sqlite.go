@@ -162,6 +162,7 @@ type SQLite struct {
 	lastFail   atomic.Int64 // time of the last failed write transaction (UnixNano)
 	staleRetry atomic.Bool  // dropping stale mount pins failed at open: retry once writes work
 	corrupt    atomic.Bool  // SQLite found the file damaged while in use: move it aside on Close
+	opening    atomic.Bool  // in setup: OpenSQLite reports failures, the writer need not
 
 	evicted, damaged, rejected, commits, failed, refused atomic.Int64
 }
@@ -359,8 +360,10 @@ func (s *SQLite) setup(wdb, rdb *sql.DB) (err error) {
 		return err
 	}
 	s.clock.Store(clock)
+	s.opening.Store(true)
 	go s.run()
 	started = true
+	defer s.opening.Store(false)
 	// Dropping stale pins is a write: on a full disk it fails, and the
 	// store goes on degraded (the writer logs it) and retries on recovery.
 	if err := s.sync(ctx, s.dropStalePins()); err != nil {
@@ -552,6 +555,11 @@ func (s *SQLite) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 		return nil, eris.NotFound(ref)
 	case errors.Is(err, errNotBlob):
 		return nil, s.damage(ref, err)
+	case damagedFile(err) && !s.memoryOnly:
+		// The file's structure is broken: Tiered asks the peers, and
+		// Close moves the file aside.
+		s.corrupt.Store(true)
+		return nil, fmt.Errorf("cache: get block %s from %s: %w (the file is damaged; it will be moved aside when the store is closed)", ref, s.path, err)
 	case err != nil:
 		return nil, fmt.Errorf("cache: get block %s from %s: %w", ref, s.path, err)
 	}

@@ -227,7 +227,9 @@ func (t *Tiered) writeBacks() {
 		}
 		if err := t.disk.PutBlock(context.Background(), w.ref, w.b); err != nil {
 			t.n.wbErrors.Add(1)
-			t.wbFailing.fail(t.log, slog.LevelWarn, "fetched blocks are not written to the cache disk (further failures are counted in metrics, not logged)", "ref", w.ref, "err", err)
+			if !errors.Is(err, ErrUnavailable) { // else the store has said so itself
+				t.wbFailing.fail(t.log, slog.LevelWarn, "fetched blocks are not written to the cache disk (further failures are counted in metrics, not logged)", "ref", w.ref, "err", err)
+			}
 			t.mu.Lock()
 			if t.wbErr == nil {
 				t.wbErr = err

@@ -24,6 +24,11 @@ type fakePeer struct {
 	// every request hang until its context ends.
 	down, silent atomic.Bool
 	flip         bool // flip a bit of every block
+	// after, when set, holds every request until it is closed (or the
+	// request's context ends); called, when set, is closed at the first
+	// request.
+	after, called chan struct{}
+	callOnce      sync.Once
 
 	inFlight, maxInFlight, calls atomic.Int64
 }
@@ -36,6 +41,16 @@ func (f *fakePeer) PutBlock(ctx context.Context, ref eris.Ref, b []byte) error {
 
 func (f *fakePeer) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 	f.calls.Add(1)
+	if f.called != nil {
+		f.callOnce.Do(func() { close(f.called) })
+	}
+	if f.after != nil {
+		select {
+		case <-f.after:
+		case <-ctx.Done():
+			return nil, peerErr(f.URL(), "get", ref, ctx.Err())
+		}
+	}
 	n := f.inFlight.Add(1)
 	defer f.inFlight.Add(-1)
 	for {
@@ -110,9 +125,14 @@ func statsOf(t *testing.T, pl *Pool, url string) PeerStats {
 func TestPoolCorruptPeerIsNeverUsed(t *testing.T) {
 	blocks := append(randomBlocks(t, 20, eris.BlockSize1K), randomBlocks(t, 4, eris.BlockSize32K)...)
 	store, refs := storeWith(t, blocks...)
-	liar := newFake("liar", store, 0) // fastest: asked first
+	liar := newFake("liar", store, 0)
 	liar.flip = true
+	liar.called = make(chan struct{})
+	// The pool tries untried peers in a random order: the honest peer
+	// answers only once the liar has been asked (directly, or by a hedge),
+	// so the liar is always put to the test, whatever the machine's speed.
 	honest := newFake("honest", store, time.Millisecond)
+	honest.after = liar.called
 	pl := NewPool([]Peer{liar, honest}, PoolOptions{})
 	defer pl.Close()
 	fetchAll(t, context.Background(), pl, refs, blocks, 8)

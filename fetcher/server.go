@@ -2,6 +2,7 @@ package fetcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -100,6 +101,26 @@ func NewServer(store eris.BlockStore, opts ServerOptions) *Server {
 	opts.fill()
 	return &Server{store: store, opts: opts, log: opts.Logger, listeners: make(map[listener]func() bool)}
 }
+
+// NewReadOnlyServer returns a server that answers block requests from g
+// and refuses uploads (4.05 / 405), whatever opts.AllowPut says: a node
+// serving what it holds. Every request is a g.GetBlock, so g decides what
+// a miss does: give it a getter of local tiers only (a *cache.SQLite, or a
+// cache.Tiered without a Remote) to serve what is held, and a getter that
+// fetches from peers only to relay on purpose.
+func NewReadOnlyServer(g eris.BlockGetter, opts ServerOptions) *Server {
+	opts.AllowPut = false
+	return NewServer(readOnly{g}, opts)
+}
+
+// readOnly is a store that cannot be written.
+type readOnly struct{ eris.BlockGetter }
+
+func (readOnly) PutBlock(context.Context, eris.Ref, []byte) error {
+	return errReadOnly
+}
+
+var errReadOnly = errors.New("fetcher: read-only store")
 
 // Listen starts serving on rawURL and returns the URL it really listens on
 // (with the port chosen when the URL asks for port 0):

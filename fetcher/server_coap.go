@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -291,9 +292,32 @@ func (l *streamListener) stop() {
 // acceptListener adapts a net.Listener to go-coap's Listener: after Close,
 // Accept reports coapnet.ErrListenerIsClosed, which is what makes the
 // server's accept loop end.
+//
+// It also keeps the connections it accepted, and Close closes them:
+// go-coap's server closes its connections by remote address, and every
+// client of a Unix socket has the same (empty) one, so it would close only
+// one of them and then wait for the others to end.
 type acceptListener struct {
 	l      net.Listener
 	closed atomic.Bool
+	mu     sync.Mutex
+	conns  map[*trackedConn]struct{}
+}
+
+// trackedConn is an accepted connection that its listener can close.
+type trackedConn struct {
+	net.Conn
+	a    *acceptListener
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.a.mu.Lock()
+		delete(c.a.conns, c)
+		c.a.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 func (a *acceptListener) AcceptWithContext(ctx context.Context) (net.Conn, error) {
@@ -303,7 +327,19 @@ func (a *acceptListener) AcceptWithContext(ctx context.Context) (net.Conn, error
 		}
 		c, err := a.l.Accept()
 		if err == nil {
-			return c, nil
+			tc := &trackedConn{Conn: c, a: a}
+			a.mu.Lock()
+			if a.closed.Load() {
+				a.mu.Unlock()
+				c.Close()
+				return nil, coapnet.ErrListenerIsClosed
+			}
+			if a.conns == nil {
+				a.conns = make(map[*trackedConn]struct{})
+			}
+			a.conns[tc] = struct{}{}
+			a.mu.Unlock()
+			return tc, nil
 		}
 		if a.closed.Load() || errors.Is(err, net.ErrClosed) {
 			return nil, coapnet.ErrListenerIsClosed
@@ -317,10 +353,19 @@ func (a *acceptListener) AcceptWithContext(ctx context.Context) (net.Conn, error
 }
 
 func (a *acceptListener) Close() error {
+	a.mu.Lock()
 	if !a.closed.CompareAndSwap(false, true) {
+		a.mu.Unlock()
 		return nil
 	}
-	return a.l.Close()
+	conns := a.conns
+	a.conns = nil
+	a.mu.Unlock()
+	err := a.l.Close()
+	for c := range conns {
+		c.Conn.Close()
+	}
+	return err
 }
 
 // removeStaleSocket deletes a Unix socket file left by a process that is

@@ -265,3 +265,33 @@ func TestServerLifecycle(t *testing.T) {
 		t.Fatalf("listen after Close: %v, want ErrClosed", err)
 	}
 }
+
+// TestServerCloseWithStreamClients closes servers while clients still hold
+// several connections each: over a Unix socket every client has the same
+// (empty) address, by which go-coap tells its connections apart, and Close
+// used to wait for all but one of them to be closed by their clients.
+func TestServerCloseWithStreamClients(t *testing.T) {
+	noLeaks(t)
+	blocks := randomBlocks(t, 16, eris.BlockSize1K)
+	store, refs := storeWith(t, blocks...)
+	for _, listen := range []string{"unix", "coap+tcp://127.0.0.1:0"} {
+		srv := NewServer(store, ServerOptions{})
+		if listen == "unix" {
+			listen = "coap+unix://" + t.TempDir() + "/eris.sock"
+		}
+		u, err := srv.Listen(context.Background(), listen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := dial(t, u, ClientOptions{Conns: 4})
+		fetchAll(t, context.Background(), p, refs, blocks, 8) // every connection used
+		done := make(chan struct{})
+		go func() { srv.Close(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			t.Fatalf("%s: Server.Close waits for clients to close their connections", listen)
+		}
+		p.Close()
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log"
 	"log/slog"
@@ -14,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -35,6 +35,9 @@ var (
 	// ErrBusy means the mount point is in use: already a mount point, or
 	// (on unmount) files below it are still open.
 	ErrBusy = errors.New("mount point busy")
+	// ErrNotEmpty means the mount point holds files that the mount would
+	// hide, and Options.NonEmpty was not set.
+	ErrNotEmpty = errors.New("mount point not empty")
 )
 
 // Server is a mounted tree, served until it is unmounted.
@@ -48,13 +51,14 @@ type Server struct {
 }
 
 // Mount mounts tree read-only at dir, which must be an existing directory
-// that is not a mount point already, and serves it in the background. It
+// that is not a mount point already, and empty unless opts.NonEmpty, and
+// serves it in the background. It
 // mounts with the mount(2) system call when it may (root, or a user
 // namespace that allows it), else through fusermount3. ctx bounds
 // background work such as readahead; the mount itself lasts until
 // Unmount or Close, or until someone unmounts dir.
 func Mount(ctx context.Context, dir string, tree *erisfs.Tree, opts Options) (*Server, error) {
-	abs, err := checkMountPoint(dir)
+	abs, err := CheckMountPoint(dir, opts.NonEmpty)
 	if err != nil {
 		return nil, err
 	}
@@ -157,23 +161,18 @@ func (s *Server) Unmount() error {
 
 // Close unmounts the tree; if files below it are still open it detaches
 // it lazily instead (MNT_DETACH, or fusermount3 -u -z), so the directory is
-// free at once. A detached tree is served to its open files until they
-// are closed or this process exits. Close is idempotent.
+// free at once, and returns. A detached tree is served to its open files
+// until the kernel lets go of the last of them (they are all closed), when
+// Done is closed; or until this process exits, when they fail with ENOTCONN.
+// Close is idempotent.
 func (s *Server) Close() error {
 	var err error
 	s.once.Do(func() {
 		if err = s.Unmount(); err == nil {
 			return
 		}
-		s.m.log.Warn("unmount failed, detaching lazily", "dir", s.dir, "err", err)
+		s.m.log.Info("unmount failed, detaching lazily", "dir", s.dir, "err", err)
 		err = Detach(s.dir)
-		s.cancel()
-		if err == nil {
-			select {
-			case <-s.done:
-			case <-time.After(time.Second):
-			}
-		}
 	})
 	return err
 }
@@ -200,10 +199,12 @@ func Detach(dir string) error {
 	return fmt.Errorf("fusefs: detach %s: %w", dir, err)
 }
 
-// checkMountPoint returns dir as an absolute path after checking that it
-// is an existing directory, not already a mount point, and that FUSE is
-// there, each with an error a user can act on.
-func checkMountPoint(dir string) (string, error) {
+// CheckMountPoint returns dir as an absolute path after checking that it
+// is an existing directory, not already a mount point, empty unless
+// nonEmpty (a mount would hide what is there: ErrNotEmpty), and that FUSE
+// is there, each with an error a user can act on. Mount does the same; a
+// command calls it first to fail before any work.
+func CheckMountPoint(dir string, nonEmpty bool) (string, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return "", fmt.Errorf("fusefs: mount point %s: %w", dir, err)
@@ -218,7 +219,7 @@ func checkMountPoint(dir string) (string, error) {
 			if derr := Detach(abs); derr != nil {
 				return "", fmt.Errorf("fusefs: mount point %s: %w: the mount of a dead erismount is still there and could not be detached: %v", abs, ErrBusy, derr)
 			}
-			return checkMountPoint(dir)
+			return CheckMountPoint(dir, nonEmpty)
 		}
 	}
 	fi, err := os.Stat(abs)
@@ -235,10 +236,34 @@ func checkMountPoint(dir string) (string, error) {
 	if IsMountPoint(abs) {
 		return "", fmt.Errorf("fusefs: mount point %s: %w: something is mounted there already (fusermount3 -u %s)", abs, ErrBusy, abs)
 	}
+	if !nonEmpty {
+		if name, err := firstName(abs); err != nil {
+			return "", fmt.Errorf("fusefs: mount point %s: %w", abs, err)
+		} else if name != "" {
+			return "", fmt.Errorf("fusefs: mount point %s is not empty (it holds %q): the mount would hide what is there: %w", abs, name, ErrNotEmpty)
+		}
+	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		return "", fmt.Errorf("fusefs: %w: /dev/fuse: %v (load the fuse module, or in a container pass --device /dev/fuse)", ErrNoFUSE, err)
 	}
 	return abs, nil
+}
+
+// firstName returns the name of an entry of directory dir, "" if empty.
+func firstName(dir string) (string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	if len(names) > 0 {
+		return names[0], nil
+	}
+	if err == io.EOF {
+		err = nil
+	}
+	return "", err
 }
 
 // mountError explains why go-fuse could not mount.

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"testing"
 	"testing/fstest"
+	"time"
 
 	"erismount/eris"
 	"erismount/eris/eristest"
@@ -182,13 +183,14 @@ func TestSingleFileTree(t *testing.T) {
 	}
 }
 
-// TestMountErrors: a missing, non-directory or busy mount point is refused
-// with an error saying so.
+// TestMountErrors: a missing, non-directory, busy or non-empty mount point
+// is refused with an error saying so.
 func TestMountErrors(t *testing.T) {
 	testenv.RequireFUSE(t)
 	p := publish(t, testenv.Spec{"a": testenv.File("a")})
 	busy := testenv.Mount(t, p.tree, fusefs.Options{}).Dir()
-	file := filepath.Join(t.TempDir(), "file")
+	parent := t.TempDir()
+	file := filepath.Join(parent, "file")
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -200,6 +202,7 @@ func TestMountErrors(t *testing.T) {
 		{"missing", filepath.Join(t.TempDir(), "nope"), fs.ErrNotExist, "does not exist"},
 		{"not a directory", file, nil, "not a directory"},
 		{"busy", busy, fusefs.ErrBusy, "mounted there already"},
+		{"not empty", parent, fusefs.ErrNotEmpty, `not empty (it holds "file")`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, err := fusefs.Mount(context.Background(), tc.dir, p.tree, fusefs.Options{})
@@ -214,8 +217,33 @@ func TestMountErrors(t *testing.T) {
 	}
 }
 
+// TestMountNonEmpty: with NonEmpty a tree mounts over a directory that
+// holds files, hiding them until it is unmounted.
+func TestMountNonEmpty(t *testing.T) {
+	testenv.RequireFUSE(t)
+	p := publish(t, testenv.Spec{"a": testenv.File("mounted")})
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "hidden"), []byte("under"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := testenv.MountAt(t, dir, p.tree, fusefs.Options{NonEmpty: true})
+	if got, err := os.ReadFile(filepath.Join(dir, "a")); err != nil || string(got) != "mounted" {
+		t.Errorf("a: %q, %v", got, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "hidden")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the file under the mount: %v, want it hidden", err)
+	}
+	if err := srv.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "hidden")); err != nil || string(got) != "under" {
+		t.Errorf("after unmount, the file under it: %q, %v", got, err)
+	}
+}
+
 // TestUnmountBusy: with a file open, Unmount fails with ErrBusy and the
-// tree stays usable; Close detaches it anyway.
+// tree stays usable; Close detaches it anyway, and the server goes on until
+// that file is closed.
 func TestUnmountBusy(t *testing.T) {
 	testenv.RequireFUSE(t)
 	p := publish(t, testenv.Sample())
@@ -247,10 +275,22 @@ func TestUnmountBusy(t *testing.T) {
 	if fusefs.IsMountPoint(dir) {
 		t.Fatalf("%s still a mount point after Close", dir)
 	}
-	// The open file still reads: a detached mount serves its open files.
+	// The open file still reads: a detached mount serves its open files,
+	// and goes on serving until the last of them is closed.
 	b := make([]byte, 8)
 	if _, err := f.ReadAt(b, 0); err != nil || !bytes.Equal(b, []byte("A sample")) {
 		t.Errorf("open file after detach: %q, %v", b, err)
+	}
+	select {
+	case <-srv.Done():
+		t.Fatal("the detached mount ended while a file below it was open")
+	default:
+	}
+	f.Close()
+	select {
+	case <-srv.Done():
+	case <-time.After(time.Minute): // a hang check: the kernel ends the connection at the close
+		t.Fatal("the detached mount still served a minute after its last open file was closed")
 	}
 }
 

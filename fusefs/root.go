@@ -63,6 +63,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Debug logs every FUSE request and reply to Logger at debug level.
 	Debug bool
+	// NonEmpty allows mounting over a directory that holds files, hiding
+	// them while mounted (FUSE's nonempty); by default Mount refuses.
+	NonEmpty bool
 }
 
 func (o Options) withDefaults() Options {

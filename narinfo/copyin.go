@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -27,7 +28,51 @@ var (
 	// ErrMismatch is matched by the error CopyIn returns when what it
 	// wrote does not serialize to the expected NarHash and NarSize.
 	ErrMismatch = errors.New("content does not match the signed NarHash/NarSize")
+	// ErrStoreDir is matched by the error CopyIn returns when the signed
+	// store path names another store directory than the one copied into.
+	ErrStoreDir = errors.New("store path of another store directory")
 )
+
+// StoreDirError reports a signed store path whose store directory is not
+// the one copied into: an item signed for /srv/other must not land in
+// /gnu/store, whatever its content.
+type StoreDirError struct {
+	StorePath string // as signed
+	StoreDir  string // copied into
+}
+
+func (e *StoreDirError) Error() string {
+	return fmt.Sprintf("narinfo: the signed StorePath %s is in the store directory %s, not in %s", e.StorePath, path.Dir(e.StorePath), e.StoreDir)
+}
+
+// Is makes a StoreDirError match ErrStoreDir.
+func (e *StoreDirError) Is(target error) bool { return target == ErrStoreDir }
+
+// ExitCode makes a command exit with 4 (verification failed): the
+// signature covers the store path.
+func (e *StoreDirError) ExitCode() int { return 4 }
+
+// checkStoreDir checks that storePath, when it is a full store path, lies
+// in storeDir: the same directory, or that directory under another root
+// (/tmp/root/gnu/store for /gnu/store, a store being prepared elsewhere).
+// A base name alone names no store directory.
+func checkStoreDir(storeDir, storePath string) error {
+	if !path.IsAbs(storePath) {
+		return nil
+	}
+	dir, _, err := SplitStorePath(storePath)
+	if err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(storeDir)
+	if err != nil {
+		return fmt.Errorf("narinfo: store directory %s: %w", storeDir, err)
+	}
+	if abs == dir || dir != "/" && strings.HasSuffix(abs, dir) {
+		return nil
+	}
+	return &StoreDirError{StorePath: storePath, StoreDir: storeDir}
+}
 
 // MismatchError reports a copy whose nar differs from the expected one.
 type MismatchError struct {
@@ -71,7 +116,10 @@ var canonicalTime = []unix.Timespec{{Sec: 1}, {Sec: 1}}
 
 // CopyIn materializes the tree of fsys as the store item storePath (a full
 // store path or a base name) in the directory storeDir, and checks it
-// against want, the signed NarHash and NarSize.
+// against want, the signed NarHash and NarSize. A full store path must be
+// in storeDir, or in that store directory under another root
+// (/tmp/root/gnu/store for /gnu/store/…); else CopyIn refuses with a
+// *StoreDirError (ErrStoreDir) before writing anything.
 //
 // It writes into a fresh temporary entry next to the destination, with
 // the metadata of a store item (files 0444, executables 0555, directories
@@ -86,6 +134,9 @@ var canonicalTime = []unix.Timespec{{Sec: 1}, {Sec: 1}}
 // fsys is read as package nar walks it: symlinks never followed, entries
 // in byte order, executables by any 0100 bit.
 func CopyIn(ctx context.Context, fsys fs.FS, storeDir, storePath string, want nar.Sum, opts CopyInOptions) (err error) {
+	if err := checkStoreDir(storeDir, storePath); err != nil {
+		return err
+	}
 	base := path.Base(storePath)
 	if err := CheckBaseName(base); err != nil {
 		return err

@@ -18,6 +18,9 @@ func CopyInERIS(ctx context.Context, n *Narinfo, acl *ACL, g eris.BlockGetter, s
 	if _, err := n.Verify(acl); err != nil {
 		return fmt.Errorf("copy-in %s: %w", n.StorePath, err)
 	}
+	if err := checkStoreDir(storeDir, n.StorePath); err != nil {
+		return err // before fetching anything
+	}
 	rc, err := n.Capability()
 	if err != nil {
 		return err

@@ -3,7 +3,9 @@ package narinfo_test
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"erismount/cache"
@@ -59,8 +61,14 @@ func (p *published) clonePeer(t *testing.T) *eristest.Store {
 // sign writes, signs and parses back a narinfo for the item.
 func (p *published) sign(t *testing.T, sum nar.Sum, rc eris.ReadCapability) *narinfo.Narinfo {
 	t.Helper()
+	return p.signAs(t, "/gnu/store/"+itemBase, sum, rc)
+}
+
+// signAs is sign with another store path.
+func (p *published) signAs(t *testing.T, storePath string, sum nar.Sum, rc eris.ReadCapability) *narinfo.Narinfo {
+	t.Helper()
 	n := &narinfo.Narinfo{
-		StorePath:  "/gnu/store/" + itemBase,
+		StorePath:  storePath,
 		Locations:  []narinfo.Location{{URL: "nar/" + itemBase, Compression: "none", FileSize: sum.Size}},
 		NarHash:    sum.Hash,
 		NarSize:    sum.Size,
@@ -161,6 +169,31 @@ func TestCopyInERIS(t *testing.T) {
 		if got := storeEntries(t, store); len(got) != 0 {
 			t.Fatalf("store holds %v", got)
 		}
+	})
+	t.Run("another store directory", func(t *testing.T) {
+		// Validly signed, right content, but for /srv/other: it must not
+		// land in a /gnu/store, and nothing is fetched for it.
+		n := p.signAs(t, "/srv/other/"+itemBase, p.sum, p.n.ERIS)
+		store := scratchStore(t) // …/gnu/store
+		p.peer.ResetCounts()
+		err := narinfo.CopyInERIS(ctx, n, p.acl, emptyCache(p.peer), store, narinfo.CopyInOptions{})
+		landsNothing(t, err, narinfo.ErrStoreDir, store)
+		var se *narinfo.StoreDirError
+		if !errors.As(err, &se) || se.ExitCode() != 4 || !strings.Contains(err.Error(), "/srv/other") || !strings.Contains(err.Error(), store) {
+			t.Errorf("error %q: want a StoreDirError (exit 4) naming /srv/other and %s", err, store)
+		}
+		if p.peer.Gets() != 0 {
+			t.Errorf("%d blocks fetched for an item of another store", p.peer.Gets())
+		}
+		// The same item lands in its own store directory under a root.
+		own := filepath.Join(t.TempDir(), "srv", "other")
+		if err := os.MkdirAll(own, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := narinfo.CopyInERIS(ctx, n, p.acl, emptyCache(p.peer), own, narinfo.CopyInOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		checkLanded(t, own, itemBase, p.sum)
 	})
 	t.Run("no ERIS field", func(t *testing.T) {
 		n := p.sign(t, p.sum, eris.ReadCapability{})

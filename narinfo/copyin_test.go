@@ -341,6 +341,18 @@ func TestCopyInRefusesToOverwrite(t *testing.T) {
 			}
 		}
 	})
+	t.Run("another store directory", func(t *testing.T) {
+		store := scratchStore(t) // …/gnu/store
+		for _, p := range []string{"/srv/other/" + itemBase, "/nix/store/" + itemBase, "/gnu/store/x/" + itemBase} {
+			err := narinfo.CopyIn(context.Background(), nar.DirFS(src), store, p, want, narinfo.CopyInOptions{})
+			if !errors.Is(err, narinfo.ErrStoreDir) || !strings.Contains(err.Error(), store) {
+				t.Errorf("%q into %s: got %v, want ErrStoreDir naming both", p, store, err)
+			}
+			if got := storeEntries(t, store); len(got) != 0 {
+				t.Fatalf("store holds %v", got)
+			}
+		}
+	})
 }
 
 // TestCopyInStopsEarlyOnHugeSource: a source larger than the signed

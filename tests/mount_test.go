@@ -1,8 +1,10 @@
 package tests
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -77,19 +79,22 @@ func TestCLIMountSubcommand(t *testing.T) {
 		Dir     string `json:"dir"`
 		Entries int    `json:"entries"`
 	}
-	// The JSON line is written once mounted; give the pipe a moment.
-	for end := time.Now().Add(5 * time.Second); p.Stdout() == "" && time.Now().Before(end); {
+	// The JSON line is written once mounted; the bound is only for a hang.
+	for end := time.Now().Add(mountTimeout); !strings.HasSuffix(p.Stdout(), "\n") && time.Now().Before(end); {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if err := json.Unmarshal([]byte(p.Stdout()), &info); err != nil || info.URN != rc.URN() || info.Dir != dir || info.Entries == 0 {
 		t.Errorf("--json printed %q (%v)", p.Stdout(), err)
 	}
+	unmounted := time.Now()
 	if out, err := exec.Command("fusermount3", "-u", dir).CombinedOutput(); err != nil {
 		t.Fatalf("fusermount3 -u: %v: %s", err, out)
 	}
+	// The bound is a hang check only; the time is logged for the record.
 	if code := p.Wait(mountTimeout); code != 0 {
 		t.Errorf("exit code %d after an outside unmount, want 0:\n%s", code, p.Stderr())
 	}
+	t.Logf("erismount exited %v after fusermount3 -u started", time.Since(unmounted).Round(time.Millisecond))
 }
 
 // TestCLIMountBackground: --foreground=false returns once the tree is
@@ -125,6 +130,58 @@ func TestCLIMountBackground(t *testing.T) {
 	}
 }
 
+// exited reports whether process pid has ended: gone, or a zombie that
+// its parent (here init, for a background mount) has not reaped yet.
+func exited(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// pid (comm) state …: the state follows the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+}
+
+// TestCLIMountBackgroundUnmountOutside: a background mount's process ends
+// once its tree is unmounted from outside (fusermount3 -u). It counts as
+// ended when it is a zombie: its parent is init, which reaps it when it
+// will (in some containers seconds later).
+func TestCLIMountBackgroundUnmountOutside(t *testing.T) {
+	src, store, rc := offlineSample(t)
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		t.Skip("fusermount3 not installed (Debian package fuse3): cannot unmount from outside")
+	}
+	dir := t.TempDir()
+	t.Cleanup(func() {
+		if fusefs.IsMountPoint(dir) {
+			fusefs.Detach(dir)
+		}
+	})
+	stdout, stderr, code := testenv.Run(t, rc.URN(), dir, "--store", store, "--foreground=false", "--json")
+	if code != 0 {
+		t.Fatalf("exit code %d:\n%s", code, stderr)
+	}
+	var info struct {
+		PID int `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &info); err != nil || info.PID == 0 {
+		t.Fatalf("--json printed %q (%v)", stdout, err)
+	}
+	testenv.CompareDirs(t, src, dir)
+	start := time.Now()
+	if out, err := exec.Command("fusermount3", "-u", dir).CombinedOutput(); err != nil {
+		t.Fatalf("fusermount3 -u: %v: %s", err, out)
+	}
+	// The bound is a hang check only; the time is logged for the record.
+	for end := time.Now().Add(mountTimeout); !exited(info.PID); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			syscall.Kill(info.PID, syscall.SIGKILL)
+			t.Fatalf("pid %d still running %v after fusermount3 -u", info.PID, mountTimeout)
+		}
+	}
+	t.Logf("the background erismount exited %v after fusermount3 -u started", time.Since(start).Round(time.Millisecond))
+}
+
 // TestCLIMountErrors: the mistakes a user makes get a message naming the
 // problem and an exit code a script can use.
 func TestCLIMountErrors(t *testing.T) {
@@ -137,6 +194,7 @@ func TestCLIMountErrors(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	full := filepath.Dir(file) // holds file
 	busy := t.TempDir()
 	p := testenv.Start(t, rc.URN(), busy, "--store", store)
 	testenv.WaitMounted(t, p, busy, mountTimeout)
@@ -167,6 +225,7 @@ func TestCLIMountErrors(t *testing.T) {
 		{"unreachable UDP peer", append([]string{rc.URN(), t.TempDir()}, refusedUDP...), 3, "coap://127.0.0.1:1/.well-known/eris: connection refused"},
 		{"not a directory", []string{rc.URN(), file}, 2, "not a directory"},
 		{"busy directory", []string{rc.URN(), busy}, 1, "mounted there already"},
+		{"non-empty directory", []string{rc.URN(), full}, 2, `is not empty (it holds "file"): the mount would hide what is there: mount point not empty (pass --nonempty`},
 		{"malformed URN", []string{"urn:eris:nonsense", t.TempDir()}, 2, "urn"},
 		{"one argument", []string{"mount", rc.URN()}, 2, "arg"},
 		{"unknown tree, no peers", []string{unknown.URN(), t.TempDir(), "--deadline", "200ms"}, 3, "not found"},
@@ -181,6 +240,24 @@ func TestCLIMountErrors(t *testing.T) {
 				t.Errorf("exit code %d, stderr %q; want %d and a message saying %q", code, stderr, tc.code, tc.says)
 			}
 		})
+	}
+}
+
+// TestCLIMountNonEmpty: --nonempty mounts over a directory that holds
+// files (without it the mount is refused: TestCLIMountErrors), and they are
+// there again once it is unmounted.
+func TestCLIMountNonEmpty(t *testing.T) {
+	src, store, rc := offlineSample(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "under"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := testenv.Start(t, "mount", rc.URN(), dir, "--store", store, "--nonempty")
+	testenv.WaitMounted(t, p, dir, mountTimeout)
+	testenv.CompareDirs(t, src, dir)
+	p.Interrupt(t, dir)
+	if got, err := os.ReadFile(filepath.Join(dir, "under")); err != nil || string(got) != "x" {
+		t.Errorf("the file under the mount after it: %q, %v", got, err)
 	}
 }
 
@@ -237,4 +314,98 @@ func TestCLIRemountAfterKill(t *testing.T) {
 	t.Logf("mounted again after %v", time.Since(start))
 	testenv.CompareDirs(t, src, dir)
 	p.Interrupt(t, dir)
+}
+
+// waitLogged waits until p has written want to its stderr, failing the
+// test if p exits first (or, as a hang check, after mountTimeout).
+func waitLogged(t *testing.T, p *testenv.Process, want string) {
+	t.Helper()
+	end := time.Now().Add(mountTimeout)
+	for !strings.Contains(p.Stderr(), want) {
+		select {
+		case <-p.Done():
+			t.Fatalf("erismount exited (code %d) before saying %q:\n%s", p.Wait(mountTimeout), want, p.Stderr())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(end) {
+			t.Fatalf("erismount did not say %q within %v:\n%s", want, mountTimeout, p.Stderr())
+		}
+	}
+}
+
+// detachedLine is what erismount logs when SIGTERM finds files open.
+const detachedLine = "detached it, serving them until they are closed"
+
+// TestCLIUnmountOpenFile: SIGTERM with a file open below the mount
+// detaches the tree lazily, and the process keeps serving the open file
+// until it is closed (a program running from the mount goes on working),
+// then exits 0.
+func TestCLIUnmountOpenFile(t *testing.T) {
+	src, store, rc := offlineSample(t)
+	dir := t.TempDir()
+	p := testenv.Start(t, "mount", rc.URN(), dir, "--store", store)
+	testenv.WaitMounted(t, p, dir, mountTimeout)
+	const name = "data/size-01048579"
+	want, err := os.ReadFile(filepath.Join(src, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	head := make([]byte, 8)
+	if _, err := f.ReadAt(head, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitLogged(t, p, detachedLine)
+	if !testenv.Unmounted(dir, mountTimeout) {
+		t.Fatalf("%s still mounted after SIGTERM", dir)
+	}
+	// All of the file, most of it never read before (not in the page
+	// cache): the process serves it.
+	got := make([]byte, len(want))
+	if n, err := f.ReadAt(got, 0); n != len(want) || err != nil && n < len(want) || !slices.Equal(got, want) {
+		t.Fatalf("read %d of %d bytes from the open file after SIGTERM: %v", n, len(want), err)
+	}
+	select {
+	case <-p.Done():
+		t.Fatalf("erismount exited (code %d) while a file below its mount was open:\n%s", p.Wait(mountTimeout), p.Stderr())
+	default:
+	}
+	f.Close()
+	if code := p.Wait(mountTimeout); code != 0 {
+		t.Fatalf("exit code %d after the last file was closed (or still running), want 0:\n%s", code, p.Stderr())
+	}
+}
+
+// TestCLIUnmountOpenFileForced: a second SIGTERM stops a process that is
+// serving a detached tree to open files; those files then fail.
+func TestCLIUnmountOpenFileForced(t *testing.T) {
+	_, store, rc := offlineSample(t)
+	dir := t.TempDir()
+	p := testenv.Start(t, "mount", rc.URN(), dir, "--store", store)
+	testenv.WaitMounted(t, p, dir, mountTimeout)
+	f, err := os.Open(filepath.Join(dir, "data/size-01048579"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitLogged(t, p, detachedLine)
+	if err := p.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.Wait(mountTimeout); code != 0 {
+		t.Fatalf("exit code %d after a second signal (-1: still running), want 0:\n%s", code, p.Stderr())
+	}
+	if _, err := f.ReadAt(make([]byte, 4096), 512<<10); !errors.Is(err, syscall.ENOTCONN) {
+		t.Errorf("read from a file of a mount whose process stopped: %v, want ENOTCONN", err)
+	}
 }

@@ -84,7 +84,7 @@ Exit codes: 0 copied, 2 malformed narinfo or ACL, 3 blocks unavailable,
 	f := cmd.Flags()
 	f.StringVar(&narinfoPath, "narinfo", "", "the signed narinfo (- for stdin)")
 	f.StringVar(&aclPath, "acl", defaultACL, "ACL of authorized Guix signing keys")
-	f.StringVar(&storeDir, "store-dir", "", "store directory to copy into (default: the directory of the narinfo's StorePath, e.g. /gnu/store)")
+	f.StringVar(&storeDir, "store-dir", "", "store directory to copy into (default: the directory of the narinfo's StorePath, e.g. /gnu/store); it must be that directory, or it under another root (/tmp/root/gnu/store), else copy-in refuses with exit 4")
 	return cmd
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"erismount/cache"
+	"erismount/cache/s3"
 	"erismount/eris"
 )
 
@@ -39,6 +40,10 @@ func (a *app) openStore(ctx context.Context, role storeRole) (*cache.SQLite, err
 		opts.SoftQuota = n
 	}
 	path := a.storePath
+	if s3.IsURL(path) {
+		return nil, usageError{errors.New("--store s3://… is where publish writes and serve reads; " +
+			"this command keeps a local cache (--store FILE) and reads a bucket as a peer: --peer s3://…")}
+	}
 	if path == "" {
 		p, err := cache.DefaultPath()
 		if err != nil {
@@ -58,6 +63,7 @@ type source struct {
 	*cache.Tiered
 	Store  *cache.SQLite
 	Remote remote // nil when offline
+	Memory *cache.Memory
 }
 
 var _ eris.BlockGetter = (*source)(nil)
@@ -73,11 +79,12 @@ func (a *app) openSource(ctx context.Context) (*source, error) {
 		store.Close()
 		return nil, err
 	}
-	opts := cache.TieredOptions{Memory: cache.NewMemory(defaultMemoryCache), Disk: store, Logger: a.log}
+	mem := cache.NewMemory(defaultMemoryCache)
+	opts := cache.TieredOptions{Memory: mem, Disk: store, Logger: a.log}
 	if rem != nil {
 		opts.Remote = rem
 	}
-	return &source{Tiered: cache.NewTiered(opts), Store: store, Remote: rem}, nil
+	return &source{Tiered: cache.NewTiered(opts), Store: store, Remote: rem, Memory: mem}, nil
 }
 
 // Close flushes write-backs and closes the pool and the store.

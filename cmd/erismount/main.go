@@ -22,6 +22,7 @@ import (
 
 	"erismount/eris"
 	"erismount/fetcher"
+	"erismount/narinfo/nar"
 )
 
 func main() {
@@ -55,7 +56,7 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.As(err, &ec):
 		return ec.ExitCode()
-	case errors.As(err, &ue), errors.Is(err, eris.ErrMalformed):
+	case errors.As(err, &ue), errors.Is(err, eris.ErrMalformed), errors.Is(err, nar.ErrFormat):
 		return exitUsage
 	case errors.Is(err, eris.ErrCorrupt):
 		return exitCorrupt
@@ -79,12 +80,18 @@ type app struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
 	log            *slog.Logger
+
+	// forced is closed by a second SIGINT/SIGTERM: the first cancels the
+	// command's context and asks it to stop cleanly (a mount detaches and
+	// serves its open files until they are closed), the second says stop
+	// now.
+	forced <-chan struct{}
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	ctx, forced, stop := notifySignals(ctx)
 	defer stop()
-	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, forced: forced}
 	root := newRootCmd(a)
 	root.SetArgs(mountShorthand(root, args))
 	root.SetIn(stdin)
@@ -95,6 +102,39 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "erismount: %v\n", err)
 	}
 	return exitCode(err)
+}
+
+// notifySignals returns a context cancelled by the first SIGINT or
+// SIGTERM and a channel closed by the second, counted in the order they
+// came; stop ends the handling.
+func notifySignals(parent context.Context) (ctx context.Context, forced <-chan struct{}, stop func()) {
+	ctx, cancel := context.WithCancelCause(parent)
+	sigc := make(chan os.Signal, 2)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM)
+	force := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		n := 0
+		for {
+			select {
+			case sig := <-sigc:
+				n++
+				switch n {
+				case 1:
+					cancel(fmt.Errorf("%v", sig))
+				case 2:
+					close(force)
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return ctx, force, func() {
+		signal.Stop(sigc)
+		close(done)
+		cancel(nil)
+	}
 }
 
 func newRootCmd(a *app) *cobra.Command {
@@ -135,8 +175,8 @@ Exit codes: 0 ok, 1 error, 2 usage or malformed input, 3 blocks unavailable
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.storePath, "store", "", "SQLite block store (default $XDG_CACHE_HOME/erismount/blocks.sqlite)")
-	pf.StringArrayVar(&a.peers, "peer", nil, "peer URL to fetch blocks from (repeatable): coap://, coap+tcp://, coap+unix://, http://; also $ERISMOUNT_PEERS")
+	pf.StringVar(&a.storePath, "store", "", "SQLite block store (default $XDG_CACHE_HOME/erismount/blocks.sqlite); for publish and serve also s3://BUCKET/PREFIX")
+	pf.StringArrayVar(&a.peers, "peer", nil, "peer URL to fetch blocks from (repeatable): coap://, coap+tcp://, coap+unix://, http://, s3://; also $ERISMOUNT_PEERS")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log details to stderr")
 	pf.BoolVar(&a.json, "json", false, "print data as JSON")
 	pf.StringVar(&a.cacheSize, "cache-size", "", "soft quota of the block cache, e.g. 20GiB (default 10GiB; the hard cap is a quarter above it; pinned and mounted blocks are never evicted)")

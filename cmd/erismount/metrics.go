@@ -12,8 +12,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"erismount/cache"
+	"erismount/cache/s3"
 	"erismount/fetcher"
 	"erismount/fusefs"
+	narinfosource "erismount/narinfo/source"
 	"erismount/narinfo/subst"
 )
 
@@ -22,10 +24,14 @@ import (
 // packages stay free of Prometheus; this file only translates.
 type metricSources struct {
 	tiered func() cache.TieredStats
+	store  func() cache.SQLiteStats // the block store's Health
 	peers  func() []fetcher.PeerStats
 	fuse   func() fusefs.Stats
 	server func() fetcher.ServerStats
 	subst  func() subst.Stats
+	// narinfos is the narinfo cache of substitute-server --upstream.
+	narinfos func() narinfosource.CacheStats
+	s3       *s3.Store // serve --store s3://…: its requests (metrics_s3.go)
 }
 
 // statsCollector is a prometheus.Collector reading the sources at scrape
@@ -39,6 +45,12 @@ var (
 	descCacheBad    = prometheus.NewDesc("erismount_cache_corrupt_total", "Blocks that failed verification in a tier (never returned).", []string{"tier"}, nil)
 	descMerged      = prometheus.NewDesc("erismount_cache_merged_total", "Block gets that waited for a fetch of the same block already running.", nil, nil)
 	descWriteBack   = prometheus.NewDesc("erismount_cache_writebacks_total", "Fetched blocks written back to the disk tier, by outcome.", []string{"outcome"}, nil)
+
+	descDiskDegraded = prometheus.NewDesc("erismount_cache_disk_degraded", "1 while the block store cannot be written (a full disk, or in memory only): blocks are served but not kept.", nil, nil)
+	descDiskFailed   = prometheus.NewDesc("erismount_cache_disk_write_failures_total", "Write transactions of the block store that failed (a full disk, a damaged file).", nil, nil)
+	descDiskRefused  = prometheus.NewDesc("erismount_cache_disk_refused_total", "Blocks not kept because the block store could not be written.", nil, nil)
+	descDiskFull     = prometheus.NewDesc("erismount_cache_disk_full_total", "Blocks not kept because pinned blocks fill the hard cap.", nil, nil)
+	descDiskEvicted  = prometheus.NewDesc("erismount_cache_disk_evictions_total", "Blocks evicted from the block store, least recently used first.", nil, nil)
 
 	descPeerUp       = prometheus.NewDesc("erismount_peer_up", "1 if the peer is live, 0 if dead or being probed.", []string{"peer"}, nil)
 	descPeerRequests = prometheus.NewDesc("erismount_peer_requests_total", "Block requests sent to the peer.", []string{"peer"}, nil)
@@ -68,6 +80,11 @@ var (
 	descSubstNarinfos = prometheus.NewDesc("erismount_substitute_narinfo_requests_total", "Narinfo requests, by result.", []string{"result"}, nil)
 	descSubstNars     = prometheus.NewDesc("erismount_substitute_nars_total", "Nar responses, by outcome (aborted: a block missing or corrupt, a mismatch, or the client gone).", []string{"outcome"}, nil)
 	descSubstBytes    = prometheus.NewDesc("erismount_substitute_served_bytes_total", "Nar bytes sent to clients.", nil, nil)
+
+	descSourceNars  = prometheus.NewDesc("erismount_substitute_source_nars_total", "Nars by the source that produced them (tree, eris-nar, upstream) and outcome (verified, aborted, failed: gave way before the first byte).", []string{"source", "outcome"}, nil)
+	descSourceMoved = prometheus.NewDesc("erismount_substitute_source_moved_bytes_total", "Bytes a nar source brought over the network: compressed downloads (upstream), blocks from peers (tree, eris-nar).", []string{"source"}, nil)
+	descSourceSent  = prometheus.NewDesc("erismount_substitute_source_nar_bytes_total", "Nar bytes a source produced.", []string{"source"}, nil)
+	descNarinfoHits = prometheus.NewDesc("erismount_narinfo_cache_lookups_total", "Narinfo lookups through the SQLite narinfo cache, by result (hit, negative_hit, miss: asked upstream).", []string{"result"}, nil)
 )
 
 func (c statsCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -94,6 +111,18 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descWriteBack, s.WriteBacks, "written")
 		counter(descWriteBack, s.WriteBackErrors, "error")
 		counter(descWriteBack, s.WriteBackDropped, "dropped")
+	}
+	if c.src.store != nil {
+		s := c.src.store()
+		degraded := 0.0
+		if s.Degraded {
+			degraded = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descDiskDegraded, prometheus.GaugeValue, degraded)
+		counter(descDiskFailed, s.FailedCommits)
+		counter(descDiskRefused, s.Refused)
+		counter(descDiskFull, s.Rejected)
+		counter(descDiskEvicted, s.Evicted)
 	}
 	if c.src.peers != nil {
 		for _, p := range c.src.peers() {
@@ -134,6 +163,9 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descServerUploads, int64(s.Rejected), "rejected")
 		counter(descServerErrors, int64(s.Errors))
 	}
+	if c.src.s3 != nil {
+		collectS3(c.src.s3, counter)
+	}
 	if c.src.subst != nil {
 		s := c.src.subst()
 		counter(descSubstNarinfos, s.Narinfos, "served")
@@ -141,7 +173,21 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descSubstNarinfos, s.Rejected, "rejected")
 		counter(descSubstNars, s.Nars, "verified")
 		counter(descSubstNars, s.NarsAborted, "aborted")
+		counter(descSubstNars, s.NarsFailed, "failed")
 		counter(descSubstBytes, s.NarBytes)
+		for k, v := range s.Sources {
+			counter(descSourceNars, v.Nars, string(k), "verified")
+			counter(descSourceNars, v.Aborted, string(k), "aborted")
+			counter(descSourceNars, v.Failed, string(k), "failed")
+			counter(descSourceMoved, v.Moved, string(k))
+			counter(descSourceSent, v.Sent, string(k))
+		}
+	}
+	if c.src.narinfos != nil {
+		s := c.src.narinfos()
+		counter(descNarinfoHits, s.Hits, "hit")
+		counter(descNarinfoHits, s.NegativeHits, "negative_hit")
+		counter(descNarinfoHits, s.Misses, "miss")
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"erismount/eris"
 	"erismount/erisfs"
 	"erismount/fetcher"
 	"erismount/fusefs"
@@ -35,6 +36,8 @@ type mountFlags struct {
 	treeAhead  int
 	fileName   string
 	debug      bool
+	nonEmpty   bool
+	node       nodeFlags
 }
 
 func newMountCmd(a *app) *cobra.Command {
@@ -43,9 +46,10 @@ func newMountCmd(a *app) *cobra.Command {
 		Use:   "mount URN DIR",
 		Short: "Mount a capability read-only at DIR, fetching blocks only as they are read",
 		Long: `Mount the ERIS-FS tree named by URN read-only at DIR (an existing, empty
-directory). Blocks are fetched only when read — from the block store (--store),
+directory; --nonempty mounts over one that holds files, hiding them). Blocks are fetched only when read — from the block store (--store),
 else from the peers (--peer) — verified, and kept in the store; the mounted
-tree's blocks are pinned there while it is mounted.
+tree's index is pinned there while it is mounted, its files are evicted like
+any cached blocks ("erismount pin" keeps a whole tree).
 
 A read that needs blocks no peer delivers within --deadline fails with EIO
 (the missing blocks are logged once); the mount stays usable. The extended
@@ -53,8 +57,11 @@ attributes user.eris.urn and user.eris.local tell what a file is and whether
 all of it is here ("getfattr -n user.eris.local FILE": 1.0000 means it reads
 offline).
 
-It runs in the foreground until SIGINT or SIGTERM, then unmounts (lazily if
-files are still open); "fusermount3 -u DIR" also ends it. With
+It runs in the foreground until SIGINT or SIGTERM, then unmounts; if files
+are still open below DIR it detaches the tree (DIR is free at once) and
+serves those files until the last one is closed, then exits — a second
+signal stops it at once, and the open files fail. "fusermount3 -u DIR"
+also ends it. With
 --foreground=false it returns once the tree is mounted and serves it in the
 background.
 
@@ -78,7 +85,9 @@ background.
 	fl.IntVar(&f.treeAhead, "tree-ahead", fusefs.DefaultTreeAhead, "bytes of the following files to fetch ahead of a reader that goes through the tree in order, as tar does; executables up to a quarter of it are fetched whole when opened (0 turns both off)")
 	fl.StringVar(&f.fileName, "file-name", fusefs.DefaultFileName, "name of the file in DIR when the tree is a single file")
 	fl.BoolVar(&f.debug, "debug-fuse", false, "log every FUSE request (with -v)")
+	fl.BoolVar(&f.nonEmpty, "nonempty", false, "mount over a directory that holds files, hiding them while mounted (refused otherwise)")
 	a.addMetricsFlag(cmd)
+	a.addNodeFlags(cmd, &f.node)
 	return cmd
 }
 
@@ -106,28 +115,37 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 			return usageError{fmt.Errorf("mount point %s is not a directory", dir)}
 		}
 	}
+	if _, err := fusefs.CheckMountPoint(dir, f.nonEmpty); errors.Is(err, fusefs.ErrNotEmpty) {
+		return usageError{fmt.Errorf("%w (pass --nonempty to mount over it anyway)", err)}
+	}
 	src, err := a.openSource(ctx)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
-	// The mounted root is pinned: every block read through the mount is
-	// tagged so the cache never evicts it while mounted.
+	// While mounted, the tree's index is pinned — what browsing needs
+	// offline — so the cache never evicts it. File contents are cached and
+	// evicted like any other blocks: pinning them would let a tree larger
+	// than the cache fill it ("erismount pin" keeps a whole tree).
 	pin, err := src.Store.PinMount(ctx, rc.URN())
 	if err != nil {
 		return err
 	}
 	defer pin.Release(context.WithoutCancel(ctx))
-	blocks := pin.View(src.Tiered)
 
 	// The index may be large: give opening it a dozen deadlines.
 	octx, cancel := context.WithTimeout(ctx, 12*f.deadline)
-	tree, err := erisfs.Open(octx, rc, blocks, erisfs.OpenOptions{GetterVerifies: true})
+	tree, err := erisfs.Open(octx, rc, src.Tiered, erisfs.OpenOptions{GetterVerifies: true})
+	if err == nil {
+		err = eris.Walk(octx, rc, src.Tiered, func(ref eris.Ref, _ int) error { pin.Tag(ref); return nil })
+	}
 	cancel()
 	if err != nil {
 		return fmt.Errorf("open the tree: %w", err)
 	}
-	srv, err := fusefs.Mount(ctx, dir, tree, fusefs.Options{
+	// The mount outlives the first signal: a lazily detached tree serves
+	// its open files until they are closed (see serveDetached).
+	srv, err := fusefs.Mount(context.WithoutCancel(ctx), dir, tree, fusefs.Options{
 		Deadline:   f.deadline,
 		Local:      src.Store,
 		Readahead:  f.readahead,
@@ -136,14 +154,26 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 		AllowOther: f.allowOther,
 		Logger:     a.log,
 		Debug:      f.debug,
+		NonEmpty:   f.nonEmpty,
 	})
 	if err != nil {
 		return err
 	}
+	node, listening, err := a.listenNode(ctx, src, f.node)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	if node != nil {
+		defer node.Close()
+	}
 	if a.metrics != "" {
-		ms := &metricSources{tiered: src.Tiered.Stats, fuse: srv.Stats}
+		ms := &metricSources{tiered: src.Tiered.Stats, store: src.Store.Health, fuse: srv.Stats}
 		if pool, ok := src.Remote.(*fetcher.Pool); ok {
 			ms.peers = pool.Stats
+		}
+		if node != nil {
+			ms.server = node.Stats
 		}
 		if _, err := a.serveMetrics(ctx, a.metrics, ms); err != nil {
 			srv.Close()
@@ -152,7 +182,7 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 	}
 	a.log.Info("mounted", "urn", rc.URN(), "dir", srv.Dir(), "entries", tree.Len(), "index_bytes", tree.IndexSize())
 	if a.json {
-		if err := a.printJSON(map[string]any{"urn": rc.URN(), "dir": srv.Dir(), "entries": tree.Len(), "pid": os.Getpid()}); err != nil {
+		if err := a.printJSON(map[string]any{"urn": rc.URN(), "dir": srv.Dir(), "entries": tree.Len(), "pid": os.Getpid(), "listen": listening}); err != nil {
 			srv.Close()
 			return err
 		}
@@ -165,11 +195,35 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 		if err := srv.Close(); err != nil {
 			return err
 		}
+		if err := a.serveDetached(srv); err != nil {
+			return err
+		}
 	case <-srv.Done():
 		a.log.Info("unmounted from outside", "dir", srv.Dir())
 	}
 	st := srv.Stats()
 	a.log.Info("mount ended", "reads", st.Reads, "read_bytes", st.ReadBytes, "eio", st.EIO, "timeouts", st.Timeouts)
+	return nil
+}
+
+// serveDetached waits, after Close, until a tree that Close had to detach
+// lazily (files were open below it) is no longer used: the kernel ends
+// the FUSE connection when the last open file is closed. Exiting sooner
+// would break those files ("Transport endpoint is not connected") and any
+// program running from the tree. A second SIGINT/SIGTERM stops at once.
+func (a *app) serveDetached(srv *fusefs.Server) error {
+	select {
+	case <-srv.Done():
+		return nil
+	default:
+	}
+	a.log.Warn("files are open below the mount: detached it, serving them until they are closed (signal again to stop now)", "dir", srv.Dir())
+	select {
+	case <-srv.Done():
+		a.log.Info("the last open file was closed", "dir", srv.Dir())
+	case <-a.forced:
+		a.log.Warn("stopping with files still open below the detached mount: they fail from now on", "dir", srv.Dir())
+	}
 	return nil
 }
 

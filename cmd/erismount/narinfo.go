@@ -173,6 +173,10 @@ With --nix NAME the pair is a Nix binary-cache key (Ed25519), as
 				pub, _ = k.Public().MarshalText()
 				sec, _ = k.MarshalText()
 			}
+			// A missing directory is made private: it holds a secret key.
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return err
+			}
 			if err := writeNew(filepath.Join(dir, secName), sec, 0o600); err != nil {
 				return err
 			}

@@ -130,8 +130,8 @@ func TestCopyInCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := "1h9kqc2m3vrm8yfdab3lw9ajxgg9xjr5-erismount-tree-1.0"
-	writeNarinfo := func(name string, sum nar.Sum) string {
-		n := &narinfo.Narinfo{StorePath: "/gnu/store/" + base, NarHash: sum.Hash, NarSize: sum.Size, ERIS: rc, References: []string{}}
+	writeNarinfoAs := func(name, storePath string, sum nar.Sum) string {
+		n := &narinfo.Narinfo{StorePath: storePath, NarHash: sum.Hash, NarSize: sum.Size, ERIS: rc, References: []string{}}
 		raw, err := n.Sign(narinfo.ERISv4, key, "test")
 		if err != nil {
 			t.Fatal(err)
@@ -140,6 +140,7 @@ func TestCopyInCLI(t *testing.T) {
 		os.WriteFile(p, raw, 0o644)
 		return p
 	}
+	writeNarinfo := func(name string, sum nar.Sum) string { return writeNarinfoAs(name, "/gnu/store/"+base, sum) }
 	good := writeNarinfo("good.narinfo", hw.Sum())
 	bad := hw.Sum()
 	bad.Hash[0] ^= 1
@@ -150,6 +151,15 @@ func TestCopyInCLI(t *testing.T) {
 	stdout, stderr, code := cli(t, "", "--store", blocks, "copy-in", "--narinfo", altered, "--acl", acl, "--store-dir", store)
 	if code != exitCorrupt {
 		t.Fatalf("altered NarHash: exit %d, %s", code, stderr)
+	}
+	if es, _ := os.ReadDir(store); len(es) != 0 {
+		t.Fatalf("something landed: %v", es)
+	}
+	// Right content, valid signature, but signed for another store.
+	other := writeNarinfoAs("other.narinfo", "/srv/other/"+base, hw.Sum())
+	_, stderr, code = cli(t, "", "--store", blocks, "copy-in", "--narinfo", other, "--acl", acl, "--store-dir", store)
+	if code != exitCorrupt || !strings.Contains(stderr, "/srv/other/"+base) || !strings.Contains(stderr, store) {
+		t.Fatalf("item of /srv/other into %s: exit %d, %s; want 4 naming both", store, code, stderr)
 	}
 	if es, _ := os.ReadDir(store); len(es) != 0 {
 		t.Fatalf("something landed: %v", es)
@@ -170,4 +180,45 @@ func TestCopyInCLI(t *testing.T) {
 	if _, _, code := cli(t, "", "--store", blocks, "copy-in", "--acl", acl); code != exitUsage {
 		t.Fatalf("no --narinfo: exit %d", code)
 	}
+}
+
+// TestKeygenAndNarinfoDirCreated: `narinfo keygen DIR` and `publish
+// --narinfo-dir DIR` make a DIR that does not exist yet (mkdir -p), the
+// key directory private (0700).
+func TestKeygenAndNarinfoDirCreated(t *testing.T) {
+	tmp := t.TempDir()
+	keys := filepath.Join(tmp, "etc", "keys")
+	if _, stderr, code := cli(t, "", "narinfo", "keygen", keys); code != 0 {
+		t.Fatalf("keygen into a missing directory: exit %d: %s", code, stderr)
+	}
+	if fi, err := os.Stat(keys); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("key directory: %v, %v; want mode 0700", fi.Mode(), err)
+	}
+	if _, err := narinfo.ParsePrivateKey(mustRead(t, filepath.Join(keys, "signing-key.sec"))); err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(tmp, "item")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "a"), []byte("a"), 0o644)
+	narFile := filepath.Join(tmp, "item.nar")
+	os.WriteFile(narFile, narDump(t, src), 0o644)
+	base := "1h9kqc2m3vrm8yfdab3lw9ajxgg9xjr5-erismount-dir-1.0"
+	narinfos := filepath.Join(tmp, "out", "narinfo")
+	_, stderr, code := cli(t, "", "--store", filepath.Join(tmp, "blocks.sqlite"), "publish", "--key", filepath.Join(keys, "signing-key.sec"),
+		"--store-path", "/gnu/store/"+base, "--nar", narFile, "--references", "none", "--narinfo-dir", narinfos)
+	if code != 0 {
+		t.Fatalf("publish --narinfo-dir into a missing directory: exit %d: %s", code, stderr)
+	}
+	if _, err := narinfo.Parse(mustRead(t, filepath.Join(narinfos, base[:32]+".narinfo"))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -31,7 +31,7 @@ func (a *app) openPool(ctx context.Context) (*fetcher.Pool, error) {
 	}
 	peers := make([]fetcher.Peer, 0, len(a.peers))
 	for _, u := range a.peers {
-		p, err := fetcher.Dial(ctx, u, fetcher.ClientOptions{Logger: a.log})
+		p, err := a.dialPeer(ctx, u)
 		if err != nil {
 			for _, q := range peers {
 				q.Close()

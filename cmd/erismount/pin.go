@@ -35,7 +35,10 @@ func capsOf(ctx context.Context, a *app, rc eris.ReadCapability, g eris.BlockGet
 }
 
 func newPinCmd(a *app) *cobra.Command {
-	var conc int
+	var (
+		conc int
+		nf   nodeFlags
+	)
 	cmd := &cobra.Command{
 		Use:   "pin URN",
 		Short: "Fetch every block of a capability (tree or content) and keep it in the store",
@@ -53,6 +56,13 @@ lets the blocks be evicted again.`,
 				return err
 			}
 			defer src.Close()
+			node, _, err := a.listenNode(ctx, src, nf)
+			if err != nil {
+				return err
+			}
+			if node != nil {
+				defer node.Close()
+			}
 			pin, err := src.Store.Pin(ctx, rc.URN())
 			if err != nil {
 				return err
@@ -88,6 +98,7 @@ lets the blocks be evicted again.`,
 		},
 	}
 	cmd.Flags().IntVar(&conc, "jobs", 64, "blocks requested at once")
+	a.addNodeFlags(cmd, &nf)
 	return cmd
 }
 

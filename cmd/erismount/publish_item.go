@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strings"
@@ -128,7 +129,15 @@ func (a *app) publishItems(ctx context.Context, f *itemFlags, args []string, nar
 		opts.Host, _ = os.Hostname()
 	}
 	if f.narinfoDir != "" {
-		if fi, err := os.Stat(f.narinfoDir); err != nil || !fi.IsDir() {
+		fi, err := os.Stat(f.narinfoDir)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			// Narinfos are public: a missing directory is made as
+			// mkdir -p would.
+			if err := os.MkdirAll(f.narinfoDir, 0o755); err != nil {
+				return fmt.Errorf("--narinfo-dir: %w", err)
+			}
+		case err != nil || !fi.IsDir():
 			return usageError{fmt.Errorf("--narinfo-dir %s: not a directory (%v)", f.narinfoDir, err)}
 		}
 	}
@@ -172,9 +181,25 @@ func (a *app) publishItems(ctx context.Context, f *itemFlags, args []string, nar
 		opts.Done = func(publish.Result) { bar.Add(1) }
 		defer bar.Clear()
 	}
+	var added *undoPutter
+	if local != nil {
+		added = &undoPutter{store: local}
+		store = undoStore{local, added}
+	}
 	results, err := publish.Items(ctx, its, store, opts)
 	if err != nil {
+		// Nothing is pinned or reported: take back the blocks added.
+		if added != nil {
+			if uerr := added.undo(context.WithoutCancel(ctx)); uerr != nil {
+				a.log.Warn("removing the blocks of a failed publish", "err", uerr)
+			}
+		}
 		return err
+	}
+	if fl, ok := store.(interface{ Flush(context.Context) error }); ok {
+		if err := fl.Flush(ctx); err != nil { // before a narinfo names the blocks
+			return err
+		}
 	}
 	if f.static.narDir != "" && f.narinfoDir != "" {
 		dir, _, _ := narinfo.SplitStorePath(its[0].StorePath)
@@ -183,6 +208,12 @@ func (a *app) publishItems(ctx context.Context, f *itemFlags, args []string, nar
 		}
 	}
 	return a.reportItems(ctx, results, f.narinfoDir, local)
+}
+
+// undoStore reads from a store and writes to it through an undoPutter.
+type undoStore struct {
+	eris.BlockGetter
+	*undoPutter
 }
 
 // reportItems pins what went to the local store, writes or prints the
@@ -254,15 +285,15 @@ func (a *app) publishTarget(ctx context.Context, blocksDir string) (eris.BlockSt
 		dir = bd
 	}
 	if len(a.peers) == 0 {
-		s, err := a.openStore(ctx, roleContent)
+		s, local, err := a.openContent(ctx)
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		return s, s, s.Close, nil
+		return s, local, s.Close, nil
 	}
 	var peers peerSet
 	for _, u := range a.peers {
-		p, err := fetcher.Dial(ctx, u, fetcher.ClientOptions{Logger: a.log})
+		p, err := a.dialPeer(ctx, u)
 		if err != nil {
 			peers.Close()
 			return nil, nil, nil, usageError{fmt.Errorf("--peer %s: %w", u, err)}

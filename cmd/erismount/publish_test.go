@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
+	"erismount/cache"
 	"erismount/narinfo/nar"
 )
 
@@ -126,4 +128,94 @@ func chmodTree(p string) {
 		}
 		return nil
 	})
+}
+
+// storeBlocks is the number of blocks committed in the SQLite store at p.
+func storeBlocks(t *testing.T, p string) int64 {
+	t.Helper()
+	db, err := cache.OpenSQLite(p, cache.SQLiteOptions{SoftQuota: cache.Unlimited})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	st, err := db.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks
+}
+
+// TestPublishNarMalformed: a malformed nar — damaged in the middle, or cut
+// short — exits 2 (malformed input) naming the problem, and the blocks the
+// failed publish had written are removed again; blocks it shares with a
+// tree published before stay, and that tree still reads.
+func TestPublishNarMalformed(t *testing.T) {
+	tmp := t.TempDir()
+	store := filepath.Join(tmp, "blocks.sqlite")
+	shared := testRandom(1, 200<<10)
+	before := filepath.Join(tmp, "before")
+	os.MkdirAll(before, 0o755)
+	os.WriteFile(filepath.Join(before, "shared"), shared, 0o644)
+	out, stderr, code := cli(t, "", "--store", store, "publish", before)
+	if code != 0 {
+		t.Fatalf("publish: exit %d: %s", code, stderr)
+	}
+	urn := strings.TrimSpace(out)
+	kept := storeBlocks(t, store)
+
+	src := filepath.Join(tmp, "src")
+	os.MkdirAll(src, 0o755)
+	os.WriteFile(filepath.Join(src, "a"), shared, 0o644)
+	os.WriteFile(filepath.Join(src, "b"), testRandom(2, 300<<10), 0o644)
+	os.WriteFile(filepath.Join(src, "c"), []byte("last"), 0o644)
+	good := narDump(t, src)
+	at := bytes.Index(good, []byte("last")) // file c's content, after a and b
+	damaged := append([]byte(nil), good...)
+	copy(damaged[at-40:], "garbage!") // c's entry tokens
+	for _, tc := range []struct{ name, nar string }{
+		{"damaged", string(damaged)},
+		{"cut short", string(good[:at])},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, stderr, code := cli(t, tc.nar, "--store", store, "publish", "--nar", "-")
+			if code != exitUsage || !strings.Contains(stderr, "malformed") {
+				t.Errorf("exit %d, %s; want %d (malformed input)", code, stderr, exitUsage)
+			}
+			if n := storeBlocks(t, store); n != kept {
+				t.Errorf("the store holds %d blocks after a failed publish, %d before it", n, kept)
+			}
+		})
+	}
+	// The same as a store item with a signed narinfo.
+	keys := filepath.Join(tmp, "keys")
+	if _, stderr, code := cli(t, "", "narinfo", "keygen", keys); code != 0 {
+		t.Fatalf("keygen: exit %d: %s", code, stderr)
+	}
+	bad := filepath.Join(tmp, "bad.nar")
+	os.WriteFile(bad, damaged, 0o644)
+	_, stderr, code = cli(t, "", "--store", store, "publish", "--key", filepath.Join(keys, "signing-key.sec"),
+		"--store-path", "/gnu/store/1h9kqc2m3vrm8yfdab3lw9ajxgg9xjr5-erismount-bad-1.0", "--nar", bad, "--references", "none")
+	if code != exitUsage || !strings.Contains(stderr, "malformed") {
+		t.Errorf("store item from a damaged nar: exit %d, %s; want %d (malformed input)", code, stderr, exitUsage)
+	}
+	if n := storeBlocks(t, store); n != kept {
+		t.Errorf("the store holds %d blocks after a failed store-item publish, %d before it", n, kept)
+	}
+	dest := filepath.Join(tmp, "dest")
+	if _, stderr, code := cli(t, "", "--store", store, "get", urn, dest); code != 0 {
+		t.Fatalf("get the tree published before: exit %d: %s", code, stderr)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dest, "shared")); !bytes.Equal(got, shared) {
+		t.Errorf("the tree published before lost content")
+	}
+}
+
+// testRandom is n bytes of a deterministic random stream.
+func testRandom(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, 0))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
 }

@@ -49,7 +49,8 @@ SIGTERM and SIGHUP are passed on to the program; the terminal's SIGINT and
 SIGQUIT reach it directly.
 
 Flags come before PROG; everything after PROG is the program's. --store-dir
-defaults to the store directory of PROG.
+defaults to the store directory of PROG. Narinfos come from --narinfo-dir
+and/or --upstream substitute servers, as for "erismount store".
 
 It needs root, or a kernel that lets users create user namespaces (then it
 runs in one, mapped to your user) and mount FUSE in them (/dev/fuse readable
@@ -57,7 +58,9 @@ and writable by you) and overlayfs (Linux 5.11 or later); unprivileged, the
 store directory must exist (as root, a missing one is made for the run and
 removed afterwards).`,
 		Example: `  erismount run --narinfo-dir ./narinfo --trusted-nix-key publisher-1:… \
-      --peer coap://192.0.2.7:5683 /nix/store/…-hello-2.12/bin/hello --greeting hi`,
+      --peer coap://192.0.2.7:5683 /nix/store/…-hello-2.12/bin/hello --greeting hi
+  erismount run --upstream https://ci.guix.gnu.org --acl /etc/guix/acl \
+      --peer coap://192.0.2.7:5683 /gnu/store/…-hello-2.12/bin/hello`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usageError{errors.New("run: give the program to run, STORE-PATH/bin/PROG")}
@@ -90,7 +93,7 @@ func (a *app) runOutside(f storeFlags, args []string) error {
 	} else if f.storeDir != dir {
 		return usageError{fmt.Errorf("%s is not in --store-dir %s", args[0], f.storeDir)}
 	}
-	if _, err := f.narinfos(); err != nil {
+	if err := f.check(); err != nil {
 		return err
 	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,31 +12,36 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"erismount/cache"
 	"erismount/fetcher"
 	"erismount/fusefs"
 	"erismount/narinfo"
-	"erismount/narinfo/subst"
+	narsource "erismount/narinfo/source"
 )
 
 // storeFlags are the flags of the store view, shared by store and run.
 type storeFlags struct {
-	narinfoDir  string
-	storeDir    string
-	aclPath     string
-	trustedNix  []string
-	trustDir    bool
-	deadline    time.Duration
-	allowOther  bool
-	readahead   int
-	treeAhead   int
-	maxItems    int
-	negativeTTL time.Duration
-	debug       bool
+	narinfoDir   string
+	upstreams    []string
+	narinfoCache string
+	storeDir     string
+	aclPath      string
+	trustedNix   []string
+	trustDir     bool
+	deadline     time.Duration
+	allowOther   bool
+	readahead    int
+	treeAhead    int
+	maxItems     int
+	negativeTTL  time.Duration
+	debug        bool
 }
 
 // add adds the flags to fl; storeDirDefault is the default of --store-dir.
 func (f *storeFlags) add(fl *pflag.FlagSet, storeDirDefault, storeDirHelp string) {
-	fl.StringVar(&f.narinfoDir, "narinfo-dir", "", "directory of signed narinfos, <hash>.narinfo (as publish --narinfo-dir writes them)")
+	fl.StringVar(&f.narinfoDir, "narinfo-dir", "", "directory of signed narinfos, <hash>.narinfo (as publish --narinfo-dir writes them); asked first")
+	fl.StringArrayVar(&f.upstreams, "upstream", nil, "substitute server to look narinfos up at, http(s)://… (repeatable, asked in order, after --narinfo-dir)")
+	fl.StringVar(&f.narinfoCache, "narinfo-cache", "", "SQLite file remembering the upstreams' answers (default narinfo.sqlite beside the block cache)")
 	fl.StringVar(&f.storeDir, "store-dir", storeDirDefault, storeDirHelp)
 	fl.StringVar(&f.aclPath, "acl", "", "trust narinfos signed by a key of this Guix ACL (e.g. /etc/guix/acl)")
 	fl.StringArrayVar(&f.trustedNix, "trusted-nix-key", nil, "trust narinfos with a Sig by this Nix public key NAME:BASE64 (repeatable)")
@@ -53,19 +57,20 @@ func (f *storeFlags) add(fl *pflag.FlagSet, storeDirDefault, storeDirHelp string
 func newStoreCmd(a *app) *cobra.Command {
 	var f storeFlags
 	cmd := &cobra.Command{
-		Use:   "store DIR --narinfo-dir NARINFOS (--acl FILE | --trusted-nix-key KEY | --trust-narinfo-dir)",
+		Use:   "store DIR (--narinfo-dir NARINFOS | --upstream URL…) (--acl FILE | --trusted-nix-key KEY | --trust-narinfo-dir)",
 		Short: "Mount every signed store item as a lazy, verified store at DIR",
 		Long: `Mount at DIR (an existing, empty directory) a read-only view of a whole Guix or
 Nix store: every store item whose signed narinfo carries an ERIS field.
-Looking up DIR/<hash>-<name> reads <hash>.narinfo, checks its signature
-(--acl: a Guix signature by a key of the ACL; --trusted-nix-key: a Nix Sig by
-that key), that its StorePath is exactly --store-dir/<hash>-<name>, and shows
-the item's ERIS-FS tree there. Blocks are fetched only as they are read —
+Looking up DIR/<hash>-<name> reads <hash>.narinfo — from --narinfo-dir, else
+from the --upstream substitute servers in order (their answers, found or not,
+kept in --narinfo-cache) — checks its signature (--acl: a Guix signature by a
+key of the ACL; --trusted-nix-key: a Nix Sig by that key), that its StorePath
+is exactly --store-dir/<hash>-<name>, and shows the item's ERIS-FS tree there. Blocks are fetched only as they are read —
 from the block store (--store) or the peers (--peer) — and each is verified,
 as with mount.
 
-"ls DIR" lists the items of --narinfo-dir that can be shown, and those looked
-up so far. Any other name is "No such file or directory": unknown, not
+"ls DIR" lists the items of --narinfo-dir that can be shown, and those held
+(looked up and not yet forgotten); upstreams are not listed. Any other name is "No such file or directory": unknown, not
 trusted, a narinfo for another path, or a narinfo without an ERIS field
 (-v logs which). Such answers are remembered for --negative-ttl.
 
@@ -77,6 +82,8 @@ program from such a store without mounting it over the real one, see
 "erismount run".`,
 		Example: `  erismount store /mnt/store --store-dir /nix/store --narinfo-dir ./narinfo \
       --trusted-nix-key publisher-1:… --peer coap://192.0.2.7:5683
+  erismount store /mnt/gnu --upstream https://ci.guix.gnu.org --acl /etc/guix/acl \
+      --peer coap://192.0.2.7:5683
   ls /mnt/store; cat /mnt/store/…-hello-2.12/share/doc/README`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -120,26 +127,24 @@ program from such a store without mounting it over the real one, see
 	return cmd
 }
 
-// storeView is a mounted store view and the block source under it.
+// storeView is a mounted store view and what it reads from.
 type storeView struct {
 	*fusefs.Store
-	src *source
+	src     *source
+	lookups func() error // closes the narinfo lookup
 }
 
-// close unmounts the view (lazily if files are open) and closes the source.
+// close unmounts the view (lazily if files are open) and closes its
+// sources.
 func (v *storeView) close() error {
-	return errors.Join(v.Close(), v.src.Close())
+	return errors.Join(v.Close(), v.src.Close(), v.lookups())
 }
 
 // mountStoreView checks the flags, opens the block source and the narinfo
 // lookup, and mounts the view at dir.
 func (a *app) mountStoreView(ctx context.Context, dir string, f storeFlags) (*storeView, error) {
-	lookup, err := f.narinfos()
-	if err != nil {
+	if err := f.check(); err != nil {
 		return nil, err
-	}
-	if f.deadline <= 0 {
-		return nil, usageError{fmt.Errorf("--deadline %v: want a positive duration", f.deadline)}
 	}
 	if f.readahead == 0 {
 		f.readahead = -1 // fusefs: negative is off, 0 the default
@@ -147,8 +152,13 @@ func (a *app) mountStoreView(ctx context.Context, dir string, f storeFlags) (*st
 	if f.treeAhead == 0 {
 		f.treeAhead = -1
 	}
+	lookup, closeLookup, err := a.narinfoLookup(ctx, f)
+	if err != nil {
+		return nil, err
+	}
 	src, err := a.openSource(ctx)
 	if err != nil {
+		closeLookup()
 		return nil, err
 	}
 	st, err := fusefs.MountStore(ctx, dir, fusefs.StoreOptions{
@@ -170,70 +180,112 @@ func (a *app) mountStoreView(ctx context.Context, dir string, f storeFlags) (*st
 	})
 	if err != nil {
 		src.Close()
+		closeLookup()
 		return nil, err
 	}
-	a.log.Info("store view mounted", "dir", st.Dir(), "store_dir", f.storeDir, "narinfo_dir", f.narinfoDir)
-	return &storeView{Store: st, src: src}, nil
+	a.log.Info("store view mounted", "dir", st.Dir(), "store_dir", f.storeDir, "narinfo_dir", f.narinfoDir, "upstreams", f.upstreams)
+	return &storeView{Store: st, src: src, lookups: closeLookup}, nil
 }
 
-// narinfos builds the narinfo lookup from the flags.
-func (f storeFlags) narinfos() (fusefs.NarinfoLookup, error) {
+// check checks the flags that need no file opened.
+func (f storeFlags) check() error {
 	if _, _, err := narinfo.SplitStorePath(f.storeDir + "/00000000000000000000000000000000-x"); err != nil {
-		return nil, usageError{fmt.Errorf("--store-dir %q: want an absolute, clean directory such as /gnu/store", f.storeDir)}
+		return usageError{fmt.Errorf("--store-dir %q: want an absolute, clean directory such as /gnu/store", f.storeDir)}
 	}
-	if f.narinfoDir == "" {
-		return nil, usageError{errors.New("--narinfo-dir is required")}
+	if f.narinfoDir == "" && len(f.upstreams) == 0 {
+		return usageError{errors.New("say where narinfos come from: --narinfo-dir and/or --upstream")}
 	}
-	if fi, err := os.Stat(f.narinfoDir); err != nil || !fi.IsDir() {
-		return nil, usageError{fmt.Errorf("--narinfo-dir %s: not a directory (%v)", f.narinfoDir, err)}
+	if f.narinfoDir != "" {
+		if fi, err := os.Stat(f.narinfoDir); err != nil || !fi.IsDir() {
+			return usageError{fmt.Errorf("--narinfo-dir %s: not a directory (%v)", f.narinfoDir, err)}
+		}
 	}
+	if f.deadline <= 0 {
+		return usageError{fmt.Errorf("--deadline %v: want a positive duration", f.deadline)}
+	}
+	if _, err := readTrust(f.aclPath, f.trustedNix, f.trustDir); err != nil {
+		return err
+	}
+	if len(f.upstreams) > 0 && f.aclPath == "" && len(f.trustedNix) == 0 {
+		return usageError{errors.New("--upstream: say which keys to trust with --acl or --trusted-nix-key (--trust-narinfo-dir trusts only --narinfo-dir)")}
+	}
+	return nil
+}
+
+// narinfoLookup builds the narinfo lookup from the flags: --narinfo-dir
+// first, then the upstreams in order behind a cache of their answers. The
+// function returned closes it.
+func (a *app) narinfoLookup(ctx context.Context, f storeFlags) (fusefs.NarinfoLookup, func() error, error) {
 	trust, err := readTrust(f.aclPath, f.trustedNix, f.trustDir)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return narinfoDir{dir: subst.Dir(f.narinfoDir), trust: trust}, nil
+	signed := narsource.Trust{ACL: trust.ACL, NixKeys: trust.NixKeys}
+	var chain narsource.Chain
+	if f.narinfoDir != "" {
+		dirTrust := signed
+		dirTrust.Any = f.trustDir
+		d, err := narsource.NewDir(f.narinfoDir, narsource.Options{StoreDir: f.storeDir, Trust: dirTrust})
+		if err != nil {
+			return nil, nil, usageError{err}
+		}
+		chain = append(chain, d)
+	}
+	closeAll := func() error { return nil }
+	if len(f.upstreams) > 0 {
+		var ups narsource.Chain
+		for _, u := range f.upstreams {
+			h, err := narsource.NewHTTP(u, narsource.Options{StoreDir: f.storeDir, Trust: signed})
+			if err != nil {
+				return nil, nil, usageError{fmt.Errorf("--upstream: %w", err)}
+			}
+			ups = append(ups, h)
+			// Read its /nix-cache-info now, not before the first lookup:
+			// the first item then waits for one round trip, not three.
+			go h.CacheInfo(ctx)
+		}
+		path := f.narinfoCache
+		if path == "" {
+			blocks := a.storePath
+			if blocks == "" {
+				if blocks, err = cache.DefaultPath(); err != nil {
+					return nil, nil, err
+				}
+			}
+			path = filepath.Join(filepath.Dir(blocks), "narinfo.sqlite")
+		}
+		c, err := narsource.OpenCache(path, ups, narsource.CacheOptions{
+			NegativeTTL: f.negativeTTL,
+			Scope:       strings.Join(f.upstreams, " "),
+			StoreDir:    f.storeDir,
+			Trust:       signed,
+			Logger:      a.log,
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		chain = append(chain, c)
+		closeAll = c.Close
+	}
+	var lookup fusefs.NarinfoLookup = chain
+	if f.narinfoDir != "" {
+		lookup = listedLookup{chain, f.narinfoDir}
+	}
+	return lookup, closeAll, nil
 }
 
-// narinfoDir is the store view's narinfo lookup over a directory of
-// narinfos: each is read, parsed and its signature checked on every
-// lookup (the view remembers the items it holds).
-type narinfoDir struct {
-	dir   subst.Dir
-	trust subst.Trust
+// listedLookup is a narinfo lookup that lists the narinfos of a directory
+// for the store view's listing.
+type listedLookup struct {
+	fusefs.NarinfoLookup
+	dir string
 }
 
-var (
-	_ fusefs.NarinfoLookup = narinfoDir{}
-	_ fusefs.NarinfoLister = narinfoDir{}
-)
-
-// Narinfo returns the narinfo of hash if its signature is trusted. An
-// unknown, malformed or untrusted narinfo, or one for another hash, is an
-// error matching fs.ErrNotExist.
-func (d narinfoDir) Narinfo(ctx context.Context, hash string) (*narinfo.Narinfo, error) {
-	raw, err := d.dir.Narinfo(ctx, hash)
-	if errors.Is(err, subst.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %w", fs.ErrNotExist, err)
-	}
-	if err != nil {
-		return nil, err
-	}
-	n, err := narinfo.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s.narinfo: %w", fs.ErrNotExist, hash, err)
-	}
-	if !strings.HasPrefix(n.BaseName(), hash+"-") {
-		return nil, fmt.Errorf("%w: %s.narinfo is for %s", fs.ErrNotExist, hash, n.StorePath)
-	}
-	if err := d.trust.Check(n); err != nil {
-		return nil, fmt.Errorf("%w: %s: not trusted: %w", fs.ErrNotExist, n.StorePath, err)
-	}
-	return n, nil
-}
+var _ fusefs.NarinfoLister = listedLookup{}
 
 // HashParts lists the hash parts of the directory's narinfos.
-func (d narinfoDir) HashParts(ctx context.Context) ([]string, error) {
-	ents, err := os.ReadDir(string(d.dir))
+func (l listedLookup) HashParts(ctx context.Context) ([]string, error) {
+	ents, err := os.ReadDir(l.dir)
 	if err != nil {
 		return nil, err
 	}

@@ -58,11 +58,11 @@ func Write(ctx context.Context, w io.Writer, t *erisfs.Tree, opts Options) (nar.
 // other error, w has received less than a whole nar; the caller must then
 // abort whatever w feeds rather than end it cleanly.
 func WriteChecked(ctx context.Context, w io.Writer, t *erisfs.Tree, n *narinfo.Narinfo, opts Options) error {
-	c := &checked{w: w, storePath: n.StorePath, want: n.Sum(), h: sha256.New()}
+	c := NewChecked(w, n)
 	if err := write(ctx, c, t, opts.withDefaults()); err != nil {
 		return err
 	}
-	return c.finish()
+	return c.Finish()
 }
 
 // holdBack is how many bytes at the end of a nar WriteChecked keeps until
@@ -71,9 +71,12 @@ func WriteChecked(ctx context.Context, w io.Writer, t *erisfs.Tree, n *narinfo.N
 // parser, and every nar is longer than this.
 const holdBack = 16
 
-// checked passes a nar on to w, hashing it, except for the last holdBack
-// bytes, which finish writes only if the whole nar matched.
-type checked struct {
+// Checked passes a nar on to a writer, hashing it, except for the last
+// holdBack bytes, which Finish writes only if the whole nar matched the
+// signed NarHash and NarSize: whatever the nar came from (a tree, a
+// decompressed download), the writer never receives a whole wrong nar.
+// Write fails (narinfo.ErrMismatch) as soon as the nar grows past NarSize.
+type Checked struct {
 	w         io.Writer
 	storePath string
 	want      nar.Sum
@@ -83,7 +86,13 @@ type checked struct {
 	failed    error
 }
 
-func (c *checked) Write(p []byte) (int, error) {
+// NewChecked returns a Checked writing to w the nar of n.
+func NewChecked(w io.Writer, n *narinfo.Narinfo) *Checked {
+	return &Checked{w: w, storePath: n.StorePath, want: n.Sum(), h: sha256.New()}
+}
+
+// Write hashes p and passes on all but the last bytes seen.
+func (c *Checked) Write(p []byte) (int, error) {
 	if c.failed != nil {
 		return 0, c.failed
 	}
@@ -118,7 +127,7 @@ func (c *checked) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (c *checked) send(b []byte) error {
+func (c *Checked) send(b []byte) error {
 	if _, err := c.w.Write(b); err != nil {
 		c.failed = err
 		return err
@@ -126,9 +135,9 @@ func (c *checked) send(b []byte) error {
 	return nil
 }
 
-// finish compares the nar with the narinfo and, if they match, writes the
-// bytes held back.
-func (c *checked) finish() error {
+// Finish compares the nar with the narinfo and, if they match, writes the
+// bytes held back; else it returns a *narinfo.MismatchError.
+func (c *Checked) Finish() error {
 	if c.failed != nil {
 		return c.failed
 	}

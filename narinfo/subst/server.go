@@ -13,34 +13,32 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 
 	"erismount/eris"
-	"erismount/erisfs"
 	"erismount/narinfo"
 	"erismount/narinfo/erisnar"
+	"erismount/narinfo/narsource"
+	"erismount/narinfo/source"
 )
 
 var (
 	// ErrRejected is matched by errors about an upstream narinfo the
 	// server will not serve: malformed, signature not trusted, another
-	// store directory, another store path, no usable ERIS field.
+	// store directory, another store path, no source for its nar.
 	ErrRejected = errors.New("upstream narinfo rejected")
 	// ErrNoTrust means Options.Trust accepts nothing.
 	ErrNoTrust = errors.New("subst: no trusted upstream keys (set Trust.ACL, Trust.NixKeys or Trust.Any)")
 )
 
-// Trust says which upstream narinfos a server serves: those with a valid
-// Guix signature by a key of ACL, or a valid Nix Sig by one of NixKeys —
-// or, with Any, all of them (the Source is trusted as it is).
-type Trust struct {
-	ACL     *narinfo.ACL
-	NixKeys []narinfo.NixPublicKey
-	Any     bool
-}
+// Trust says which upstream narinfos a server made by New serves: those
+// with a valid Guix signature by a key of ACL, or a valid Nix Sig by one of
+// NixKeys — or, with Any, all of them (the Source is trusted as it is).
+type Trust = source.Trust
 
 // Options configure a Server. StoreDir and Trust matter; the other zero
 // values are useful.
@@ -54,7 +52,8 @@ type Options struct {
 	Host string
 	// NixKey, if set, adds a Nix Sig to served narinfos.
 	NixKey *narinfo.NixPrivateKey
-	// Trust selects the upstream narinfos served.
+	// Trust selects the upstream narinfos served by New (NewServer's
+	// Lookup checks signatures itself).
 	Trust Trust
 	// TTL, if set, is sent as Cache-Control: max-age on narinfos;
 	// NegativeTTL on 404 answers to narinfo requests (spec §5).
@@ -63,11 +62,14 @@ type Options struct {
 	// and 100, as guix publish).
 	WantMassQuery bool
 	Priority      int
-	// Nar configures the nar streams (read-ahead).
+	// Nar configures the nar streams of New (read-ahead).
 	Nar erisnar.Options
-	// Nodes caches the decrypted internal nodes of every tree served; nil
-	// gives the server 32 MiB of its own.
+	// Nodes caches the decrypted internal nodes of every tree New serves;
+	// nil gives the server 32 MiB of its own.
 	Nodes *eris.NodeCache
+	// Extra, if set, gives what a narinfo says beyond narinfo.Narinfo's
+	// fields for the nar sources (the ERIS-Nar field).
+	Extra func(*narinfo.Narinfo) narsource.Extra
 	// Logger receives one line per served or failed nar and per rejected
 	// narinfo; nil discards.
 	Logger *slog.Logger
@@ -80,35 +82,87 @@ type Stats struct {
 	Rejected      int64 // upstream narinfos refused (see ErrRejected)
 	Nars          int64 // nars served whole, verified
 	NarsAborted   int64 // nar responses aborted (missing or corrupt block, mismatch, client gone)
+	NarsFailed    int64 // nar requests answered 502 or 504: no source could start
 	NarBytes      int64 // nar bytes sent, aborted responses included
+	// Sources count, per nar source (narsource.Kind), what it did.
+	Sources map[narsource.Kind]SourceStats
+}
+
+// SourceStats count what one nar source did.
+type SourceStats struct {
+	Nars    int64 // nars it served whole
+	Aborted int64 // nars it began and cut short
+	Failed  int64 // times it failed before the first byte (the next source, if any, was tried)
+	Moved   int64 // bytes it brought over the network (compressed download, blocks from peers)
+	Sent    int64 // nar bytes it produced
 }
 
 // Server is a substitute server (see the package documentation). It is an
 // http.Handler; Serve runs it on a listener.
 type Server struct {
-	src   Source
-	g     eris.BlockGetter
-	opts  Options
-	log   *slog.Logger
-	nodes *eris.NodeCache
+	look source.Lookup
+	src  *narsource.Chooser
+	opts Options
+	log  *slog.Logger
 	// served maps the SHA-256 of a hash part and its upstream narinfo's
 	// bytes to what is served for it: verifying and signing cost
 	// milliseconds, and Guix asks for a thousand narinfos at once.
 	served *lru.Cache[[sha256.Size]byte, *item]
 
-	narinfos, misses, rejected, nars, aborted, narBytes atomic.Int64
+	narinfos, misses, rejected, nars, aborted, failed, narBytes atomic.Int64
+
+	srcMu   sync.Mutex
+	sources map[narsource.Kind]*SourceStats
 }
 
 // item is an accepted upstream narinfo and the narinfo served for it.
 type item struct {
 	up     *narinfo.Narinfo
-	rc     eris.ReadCapability
+	x      narsource.Extra
 	served []byte
 }
 
-// New returns a server of the narinfos of src whose trees' blocks come from
-// g.
+// New returns a server of the narinfos of src, checked against
+// opts.Trust, whose nars are made from their ERIS-FS trees, the blocks from
+// g (the substitute server of ERIS-only narinfo directories).
 func New(src Source, g eris.BlockGetter, opts Options) (*Server, error) {
+	if opts.Trust.IsZero() {
+		return nil, ErrNoTrust
+	}
+	look := &rawLookup{src: src, trust: opts.Trust, storeDir: opts.StoreDir}
+	if look.storeDir == "" {
+		look.storeDir = "/gnu/store"
+	}
+	nodes := opts.Nodes
+	if nodes == nil {
+		nodes = eris.NewNodeCache(32 << 20)
+	}
+	nars := narsource.New(narsource.Options{Blocks: g, Nodes: nodes, Nar: opts.Nar, Force: narsource.Tree, Logger: opts.Logger})
+	return NewServer(look, nars, opts)
+}
+
+// rawLookup checks the narinfos of a Source.
+type rawLookup struct {
+	src      Source
+	trust    Trust
+	storeDir string
+}
+
+func (l *rawLookup) Narinfo(ctx context.Context, hashPart string) (*narinfo.Narinfo, error) {
+	raw, err := l.src.Narinfo(ctx, hashPart)
+	if errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("%w: %w", source.ErrUnknown, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return source.Accept(raw, hashPart, l.storeDir, "the narinfo source", l.trust)
+}
+
+// NewServer returns a server of the narinfos look finds (verified there),
+// whose nars come from nars: from the ERIS-FS tree, the compressed nar as
+// ERIS content or the upstream's URL, whichever is cheapest and works.
+func NewServer(look source.Lookup, nars *narsource.Chooser, opts Options) (*Server, error) {
 	if opts.StoreDir == "" {
 		opts.StoreDir = "/gnu/store"
 	}
@@ -121,29 +175,55 @@ func New(src Source, g eris.BlockGetter, opts Options) (*Server, error) {
 	if opts.Priority == 0 {
 		opts.Priority = 100
 	}
-	if opts.Trust.ACL == nil && len(opts.Trust.NixKeys) == 0 && !opts.Trust.Any {
-		return nil, ErrNoTrust
-	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
-	}
-	nodes := opts.Nodes
-	if nodes == nil {
-		nodes = eris.NewNodeCache(32 << 20)
 	}
 	served, err := lru.New[[sha256.Size]byte, *item](4096)
 	if err != nil {
 		return nil, err
 	}
-	return &Server{src: src, g: g, opts: opts, log: log, nodes: nodes, served: served}, nil
+	return &Server{look: look, src: nars, opts: opts, log: log, served: served, sources: map[narsource.Kind]*SourceStats{}}, nil
 }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
-	return Stats{
+	st := Stats{
 		Narinfos: s.narinfos.Load(), NarinfoMisses: s.misses.Load(), Rejected: s.rejected.Load(),
-		Nars: s.nars.Load(), NarsAborted: s.aborted.Load(), NarBytes: s.narBytes.Load(),
+		Nars: s.nars.Load(), NarsAborted: s.aborted.Load(), NarsFailed: s.failed.Load(), NarBytes: s.narBytes.Load(),
+		Sources: map[narsource.Kind]SourceStats{},
+	}
+	s.srcMu.Lock()
+	defer s.srcMu.Unlock()
+	for k, v := range s.sources {
+		st.Sources[k] = *v
+	}
+	return st
+}
+
+// count adds what a nar's sources did to the per-source counters.
+func (s *Server) count(res narsource.Result, ok bool) {
+	s.srcMu.Lock()
+	defer s.srcMu.Unlock()
+	get := func(k narsource.Kind) *SourceStats {
+		if s.sources[k] == nil {
+			s.sources[k] = &SourceStats{}
+		}
+		return s.sources[k]
+	}
+	for _, a := range res.Attempts {
+		get(a.Option.Kind).Failed++
+	}
+	if res.Kind == "" {
+		return
+	}
+	st := get(res.Kind)
+	st.Moved += res.Moved
+	st.Sent += res.Sent
+	if ok {
+		st.Nars++
+	} else {
+		st.Aborted++
 	}
 }
 
@@ -294,22 +374,31 @@ func (s *Server) lookup(ctx context.Context, hashPart string) (*item, error) {
 	if !validHashPart(hashPart) {
 		return nil, ErrNotFound
 	}
-	raw, err := s.src.Narinfo(ctx, hashPart)
-	if err != nil {
-		if !errors.Is(err, ErrNotFound) {
-			s.log.Warn("read narinfo", "hash", hashPart, "err", err)
-		}
+	up, err := s.look.Narinfo(ctx, hashPart)
+	switch {
+	case errors.Is(err, source.ErrUnknown):
+		return nil, err
+	case errors.Is(err, source.ErrUntrusted):
+		s.rejected.Add(1)
+		s.log.Warn("narinfo not served", "hash", hashPart, "err", err)
+		return nil, fmt.Errorf("%w: %w", ErrRejected, err)
+	case err != nil:
+		s.log.Warn("read narinfo", "hash", hashPart, "err", err)
 		return nil, err
 	}
 	var key [sha256.Size]byte
 	sum := sha256.New()
 	sum.Write([]byte(hashPart))
-	sum.Write(raw)
+	sum.Write(up.Raw())
+	for _, l := range up.Locations {
+		sum.Write([]byte{0})
+		sum.Write([]byte(l.URL))
+	}
 	sum.Sum(key[:0])
 	if it, ok := s.served.Get(key); ok {
 		return it, nil
 	}
-	it, err := s.accept(hashPart, raw)
+	it, err := s.accept(up)
 	if err != nil {
 		s.rejected.Add(1)
 		s.log.Warn("narinfo not served", "hash", hashPart, "err", err)
@@ -319,25 +408,21 @@ func (s *Server) lookup(ctx context.Context, hashPart string) (*item, error) {
 	return it, nil
 }
 
-// accept checks an upstream narinfo and makes the narinfo served for it.
-func (s *Server) accept(hashPart string, raw []byte) (*item, error) {
-	up, err := narinfo.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrRejected, err)
-	}
+// accept makes the narinfo served for a verified upstream narinfo, if a
+// source could produce its nar.
+func (s *Server) accept(up *narinfo.Narinfo) (*item, error) {
 	if dir := up.StoreDir(); dir != s.opts.StoreDir {
 		return nil, fmt.Errorf("%w: %s is in %s, this server serves %s", ErrRejected, up.StorePath, dir, s.opts.StoreDir)
 	}
-	if !strings.HasPrefix(up.BaseName(), hashPart+"-") {
-		return nil, fmt.Errorf("%w: the narinfo of %s is for %s", ErrRejected, hashPart, up.StorePath)
+	var x narsource.Extra
+	if s.opts.Extra != nil {
+		x = s.opts.Extra(up)
 	}
-	if err := s.trusted(up); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrRejected, up.StorePath, err)
+	if len(s.src.Possible(up, x)) == 0 {
+		_, err := up.Capability()
+		return nil, fmt.Errorf("%w: %s: no source for its nar (%v, and no URL of a known compression)", ErrRejected, up.StorePath, err)
 	}
-	rc, err := up.Capability()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrRejected, up.StorePath, err)
-	}
+	rc, _ := up.Capability()
 	out := &narinfo.Narinfo{
 		StorePath:  up.StorePath,
 		NarHash:    up.NarHash,
@@ -353,7 +438,10 @@ func (s *Server) accept(hashPart string, raw []byte) (*item, error) {
 			return nil, err
 		}
 	}
-	var served []byte
+	var (
+		served []byte
+		err    error
+	)
 	if s.opts.Key != nil {
 		served, err = out.Sign(narinfo.Classic, s.opts.Key, s.opts.Host)
 	} else {
@@ -362,7 +450,7 @@ func (s *Server) accept(hashPart string, raw []byte) (*item, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &item{up: up, rc: rc, served: served}, nil
+	return &item{up: up, x: x, served: served}, nil
 }
 
 // narURL is where a nar is served, relative to the server, as guix publish
@@ -371,34 +459,7 @@ func narURL(base string) string {
 	return "nar/" + strings.ReplaceAll(url.PathEscape(base), "+", "%2B")
 }
 
-// trusted checks up's signatures against Options.Trust.
-func (s *Server) trusted(up *narinfo.Narinfo) error { return s.opts.Trust.Check(up) }
-
-// Check returns nil if t trusts n: a valid Guix signature by a key of the
-// ACL, or a valid Nix Sig by one of the Nix keys (or Any); else why not.
-func (t Trust) Check(up *narinfo.Narinfo) error {
-	if t.Any {
-		return nil
-	}
-	var errs []error
-	if t.ACL != nil {
-		_, err := up.Verify(t.ACL)
-		if err == nil {
-			return nil
-		}
-		errs = append(errs, err)
-	}
-	if len(t.NixKeys) > 0 {
-		_, err := up.VerifyNix(t.NixKeys)
-		if err == nil {
-			return nil
-		}
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
-}
-
-// nar streams /nar/<basename> from the item's ERIS-FS tree.
+// nar streams /nar/<basename> from the cheapest source that works.
 func (s *Server) nar(w http.ResponseWriter, r *http.Request, base string) {
 	if narinfo.CheckBaseName(base) != nil {
 		s.notFound(w, r, 0) // nar/<compression>/… included: only uncompressed nars here
@@ -417,47 +478,96 @@ func (s *Server) nar(w http.ResponseWriter, r *http.Request, base string) {
 	}
 	ctx := r.Context()
 	start := time.Now()
-	tree, err := erisfs.Open(ctx, it.rc, s.g, erisfs.OpenOptions{Nodes: s.nodes})
-	if err != nil {
-		s.aborted.Add(1)
-		s.log.Warn("nar not served", "path", it.up.StorePath, "err", err)
-		if ctx.Err() != nil {
-			panic(http.ErrAbortHandler) // the client is gone, or the server stopping
-		}
-		code := http.StatusServiceUnavailable // blocks unavailable: try later, or another server
-		if errors.Is(err, eris.ErrCorrupt) || errors.Is(err, erisfs.ErrInvalidIndex) || errors.Is(err, erisfs.ErrLimit) {
-			code = http.StatusBadGateway
-		}
-		text(w, code, fmt.Sprintf("cannot read the ERIS-FS tree of %s: %v\n", it.up.StorePath, err))
-		return
-	}
+	// The status goes out with the first nar byte: until then a failing
+	// source can give way to the next, or the request to an error status.
 	// Live `guix publish` sends this type; the length is the signed NarSize,
 	// so that a client sees any aborted response as incomplete.
-	h.Set("Content-Type", "application/x-nix-archive; charset=ISO-8859-1")
-	h.Set("Content-Length", strconv.FormatInt(it.up.NarSize, 10))
-	w.WriteHeader(http.StatusOK)
-	cw := &countingWriter{w: w, n: &s.narBytes}
-	if err := erisnar.WriteChecked(ctx, cw, tree, it.up, s.opts.Nar); err != nil {
+	cw := &countingWriter{w: w, n: &s.narBytes, start: func() {
+		h.Set("Content-Type", "application/x-nix-archive; charset=ISO-8859-1")
+		h.Set("Content-Length", strconv.FormatInt(it.up.NarSize, 10))
+		w.WriteHeader(http.StatusOK)
+	}}
+	res, err := s.src.Write(ctx, cw, it.up, it.x)
+	if err == nil {
+		err = cw.commit()
+	}
+	s.count(res, err == nil)
+	if err == nil {
+		s.nars.Add(1)
+		s.log.Info("nar served", "path", it.up.StorePath, "source", res.Kind, "url", res.URL, "bytes", res.Sent,
+			"moved", res.Moved, "fallbacks", len(res.Attempts), "duration", time.Since(start))
+		return
+	}
+	if cw.sent > 0 || ctx.Err() != nil {
 		s.aborted.Add(1)
-		s.log.Warn("nar aborted", "path", it.up.StorePath, "sent", cw.sent, "nar_size", it.up.NarSize, "err", err)
+		s.log.Warn("nar aborted", "path", it.up.StorePath, "source", res.Kind, "sent", cw.sent, "nar_size", it.up.NarSize,
+			"moved", res.Moved, "err", err)
 		// Close the connection without finishing the response: the client
 		// gets fewer bytes than Content-Length, never a whole wrong nar.
 		panic(http.ErrAbortHandler)
 	}
-	s.nars.Add(1)
-	s.log.Info("nar served", "path", it.up.StorePath, "bytes", cw.sent, "duration", time.Since(start))
+	s.failed.Add(1)
+	s.log.Warn("nar not served", "path", it.up.StorePath, "err", err)
+	code := http.StatusBadGateway
+	var nse *narsource.NoSourceError
+	if errors.As(err, &nse) && nse.Timeout() {
+		code = http.StatusGatewayTimeout
+	}
+	text(w, code, strings.ReplaceAll(err.Error(), "\n", " ")+"\n")
 }
 
-// countingWriter counts the bytes passed to w.
+// holdFirst is how much of a nar the server keeps before it commits to a
+// 200 response: a nar smaller than this that fails (a tampered upstream
+// nar, a missing block) is answered with an error status rather than a
+// connection closed early, which Guix reports with a backtrace.
+const holdFirst = 64 << 10
+
+// countingWriter passes a nar on to w, counting the bytes: the first
+// holdFirst bytes are kept until there are that many, or until commit;
+// start is called before the first byte reaches w.
 type countingWriter struct {
-	w    io.Writer
-	n    *atomic.Int64
-	sent int64
+	w     io.Writer
+	n     *atomic.Int64
+	sent  int64 // bytes passed to w
+	start func()
+	held  []byte
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
+	if c.start != nil {
+		c.held = append(c.held, p...)
+		if len(c.held) < holdFirst {
+			return len(p), nil
+		}
+		if err := c.commit(); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
 	n, err := c.w.Write(p)
 	c.sent += int64(n)
 	c.n.Add(int64(n))
 	return n, err
+}
+
+// Reset discards what is held, if nothing was sent yet (narsource.Resetter).
+func (c *countingWriter) Reset() bool {
+	if c.start == nil {
+		return false
+	}
+	c.held = c.held[:0]
+	return true
+}
+
+// commit starts the response and writes what is held.
+func (c *countingWriter) commit() error {
+	if c.start == nil {
+		return nil
+	}
+	c.start()
+	c.start = nil
+	held := c.held
+	c.held = nil
+	_, err := c.Write(held)
+	return err
 }

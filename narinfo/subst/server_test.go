@@ -20,6 +20,7 @@ import (
 	"erismount/narinfo"
 	"erismount/narinfo/nar"
 	"erismount/narinfo/nar/nartest"
+	"erismount/narinfo/narsource"
 	"erismount/tests/testenv"
 )
 
@@ -264,7 +265,7 @@ func TestNarAborted(t *testing.T) {
 			it := u.publish(t, "/gnu/store/"+hashPart(7)+"-sample", src, nil)
 			u.store.Delete(it.info.ERIS.Root())
 			return it
-		}, http.StatusServiceUnavailable},
+		}, http.StatusBadGateway},
 		{"corrupt-index", func(t *testing.T, u *upstream) published {
 			it := u.publish(t, "/gnu/store/"+hashPart(7)+"-sample", src, nil)
 			root := it.info.ERIS.Root()
@@ -294,7 +295,9 @@ func TestNarAborted(t *testing.T) {
 					t.Errorf("%d bytes received of a %d-byte nar", len(r.body), it.info.NarSize)
 				}
 			}
-			if st := srv.Stats(); st.NarsAborted != 1 || st.Nars != 0 {
+			st := srv.Stats()
+			if c.status == 200 && (st.NarsAborted != 1 || st.Nars != 0 || st.Sources[narsource.Tree].Aborted != 1) ||
+				c.status != 200 && (st.NarsFailed != 1 || st.Nars != 0 || st.Sources[narsource.Tree].Failed != 1) {
 				t.Errorf("stats %+v", st)
 			}
 		})

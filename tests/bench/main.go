@@ -26,6 +26,9 @@ func main() {
 
 // runMain parses args, runs the benchmark and prints its table to stdout.
 func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "store-run" { // see storerun.go
+		return storeRunMain(ctx, args[1:], stdout, stderr)
+	}
 	fl := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	var (
