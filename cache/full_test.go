@@ -242,7 +242,9 @@ func TestSQLiteFullDisk(t *testing.T) {
 	if err != nil {
 		t.Fatalf("opening the store again on the full disk: %v", err)
 	}
-	t.Logf("second store on the full disk: %+v", s2.Health())
+	if st2, err := s2.Stats(ctx); err == nil {
+		t.Logf("second store on the full disk: %d blocks, degraded %v, memory only %v", st2.Blocks, st2.Degraded, st2.MemoryOnly)
+	}
 	if !s2.Health().MemoryOnly {
 		stored := 0
 		for _, b := range content[:200] {
@@ -441,4 +443,73 @@ func TestTieredWriteBackFailuresLogOnce(t *testing.T) {
 	if n := rec.count(slog.LevelWarn, ""); n != 1 {
 		t.Errorf("%d warnings for %d blocks not written back; want 1", n, len(content))
 	}
+}
+
+// TestMountPinOnFullDisk: a mount pin taken while the disk is full does not
+// fail the mount; once space returns it is recorded with the blocks it
+// tagged meanwhile.
+func TestMountPinOnFullDisk(t *testing.T) {
+	ctx := context.Background()
+	dir := tmpfs(t, 16<<20)
+	path := filepath.Join(dir, "blocks.sqlite")
+	log, rec := newLogRecorder(t)
+	opts := cache.SQLiteOptions{Logger: log, RetryInterval: 1}
+	s := openSQLiteAt(t, path, opts)
+	bs := blocks(1, 12, eris.BlockSize32K)
+	putAll(t, s, bs[:4])
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Every byte taken: the next write transaction cannot grow the WAL.
+	filler := filepath.Join(dir, "filler")
+	fill(t, filler, 16<<20)
+	pin, err := s.PinMount(ctx, "urn:eris:MOUNTED-FULL")
+	if err != nil {
+		t.Fatalf("PinMount on a full disk: %v", err)
+	}
+	if !s.Health().Degraded {
+		t.Fatalf("the pin was written on a full disk; the test needs it not to be")
+	}
+	view := pin.View(s)
+	for _, b := range bs[:4] {
+		if got, err := view.GetBlock(ctx, b.ref); err != nil || !bytes.Equal(got, b.b) {
+			t.Fatalf("read on a full disk: %v", err)
+		}
+	}
+	if n := rec.count(slog.LevelWarn, "mount pin not recorded"); n != 1 {
+		t.Errorf("%d warnings that the mount pin is not recorded; want 1", n)
+	}
+	os.Remove(filler)
+	putAll(t, s, bs[4:])
+	if err := s.Flush(ctx); err != nil {
+		t.Fatalf("Flush after space returned: %v", err)
+	}
+	if err := s.Flush(ctx); err != nil { // the pin is recorded in the batch after recovery
+		t.Fatal(err)
+	}
+	pins, err := s.Pins(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pins) != 1 || !pins[0].Mount || pins[0].Tagged != 4 || pins[0].Blocks != 4 {
+		t.Errorf("pins after space returned: %+v; want the mount pin with its 4 blocks", pins)
+	}
+	pin.Tag(bs[5].ref)
+	if err := pin.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if pins, _ := s.Pins(ctx); len(pins) != 0 {
+		t.Errorf("pins after Release: %+v", pins)
+	}
+}
+
+// openSQLiteAt opens the store at path, closed at cleanup.
+func openSQLiteAt(t *testing.T, path string, opts cache.SQLiteOptions) *cache.SQLite {
+	t.Helper()
+	s, err := cache.OpenSQLite(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }

@@ -50,6 +50,7 @@ type episode struct {
 	failing bool
 	logged  bool      // this episode's start was logged
 	n       int64     // failures since the last line
+	total   int64     // failures in this episode
 	last    time.Time // when a failure was last logged
 }
 
@@ -58,11 +59,12 @@ type episode struct {
 func (e *episode) fail(log *slog.Logger, level slog.Level, msg string, args ...any) {
 	e.mu.Lock()
 	e.n++
+	e.total++
 	now := time.Now()
 	due := e.last.IsZero() || now.Sub(e.last) >= remindEvery
 	start := !e.failing
 	if start {
-		e.failing, e.logged = true, false
+		e.failing, e.logged, e.total = true, false, 1
 		e.on.Store(true)
 	}
 	if !due {
@@ -93,12 +95,12 @@ func (e *episode) ok(log *slog.Logger, msg string, args ...any) bool {
 		e.mu.Unlock()
 		return false
 	}
-	logged := e.logged
+	logged, total := e.logged, e.total
 	e.failing, e.logged = false, false
 	e.on.Store(false)
 	e.mu.Unlock()
 	if logged {
-		log.Info(msg, args...)
+		log.Info(msg, append(args, "failures", total)...)
 	}
 	return true
 }

@@ -241,7 +241,7 @@ func (s *SQLite) write(batch []op, touches map[eris.Ref]int64) {
 			s.degraded.Store(false)
 			s.recovered()
 		}
-		s.checkpoint(tx.evicted > 0)
+		s.checkpoint()
 	}
 	var release int64
 	s.mu.Lock()
@@ -530,17 +530,17 @@ func (s *SQLite) recovered() {
 }
 
 // checkpoint keeps the -wal file within walLimit: after a commit that
-// leaves it past half of that, or after an eviction freed pages, it copies
-// the WAL into the database and truncates it. Readers in the middle of a
+// leaves it past half of that, it copies the WAL into the database and
+// truncates it. Readers in the middle of a
 // read make it wait (busy timeout); if it cannot finish, the next commit
 // tries again, and SQLite's own checkpoints (wal_autocheckpoint) and
 // journal_size_limit bound the WAL meanwhile.
-func (s *SQLite) checkpoint(evicted bool) {
+func (s *SQLite) checkpoint() {
 	if s.memoryOnly {
 		return
 	}
 	fi, err := os.Stat(s.file + "-wal")
-	if err != nil || (fi.Size() <= s.walLimit/2 && !(evicted && fi.Size() > s.walLimit/8)) {
+	if err != nil || fi.Size() <= s.walLimit/2 {
 		return
 	}
 	var busy, frames, done int

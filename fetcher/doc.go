@@ -26,6 +26,13 @@
 // the next peer, skips dead peers and probes them once per backoff period,
 // and honours the caller's deadline.
 //
+// A CoAP-over-UDP server answers an address it has not verified with at
+// most three times the bytes it received (RFC 9175 Echo, echo.go). Any
+// node can serve what it holds (NewReadOnlyServer over its local tiers),
+// be found on the local link (ServerOptions.Discoverable, Discover: CoAP
+// multicast, RFC 7252 §8, with RFC 6690 link format) and add what it finds
+// to its pool (Pool.AddPeer).
+//
 // The package does not cache blocks (see package cache) nor decode them
 // (package eris).
 //

@@ -105,9 +105,10 @@ func (o *PoolOptions) fill() {
 //
 // Pool is an eris.BlockGetter. It owns its peers: Close closes them.
 type Pool struct {
-	opts  PoolOptions
-	log   *slog.Logger
-	peers []*poolPeer
+	opts    PoolOptions
+	log     *slog.Logger
+	peers   atomic.Pointer[[]*poolPeer] // replaced, never modified, by AddPeer
+	peersMu sync.Mutex                  // serializes AddPeer
 
 	ctx    context.Context // cancelled by Close: ends every attempt
 	cancel context.CancelFunc
@@ -142,6 +143,8 @@ type poolPeer struct {
 	failures  int       // consecutive, counted once per cause (see record)
 	lastFail  time.Time // when the last counted failure was recorded
 	penalty   float64   // decaying count of recent failures, for ranking
+	missRate  float64   // moving average of "not found" among its answers, for ranking
+	weight    float64   // 1 for the peers given to NewPool, neighbourWeight for added ones
 	deadUntil time.Time // zero: live
 	backoff   time.Duration
 	lastTry   time.Time // when the peer died or was last probed
@@ -155,16 +158,57 @@ func NewPool(peers []Peer, opts PoolOptions) *Pool {
 	opts.fill()
 	ctx, cancel := context.WithCancel(context.Background())
 	pl := &Pool{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, probeEnded: make(chan struct{})}
+	list := make([]*poolPeer, 0, len(peers))
 	for _, p := range peers {
-		_, v := p.(verifyingPeer)
-		pl.peers = append(pl.peers, &poolPeer{
-			p: p, url: p.URL(), verifies: v,
-			window:  make(chan struct{}, opts.Window),
-			bg:      make(chan struct{}, max(1, opts.Window*3/4)),
-			backoff: opts.Backoff,
-		})
+		list = append(list, pl.newPeer(p))
 	}
+	pl.peers.Store(&list)
 	return pl
+}
+
+func (pl *Pool) newPeer(p Peer) *poolPeer {
+	_, v := p.(verifyingPeer)
+	return &poolPeer{
+		p: p, url: p.URL(), verifies: v,
+		window:  make(chan struct{}, pl.opts.Window),
+		bg:      make(chan struct{}, max(1, pl.opts.Window*3/4)),
+		backoff: pl.opts.Backoff,
+		weight:  1,
+	}
+}
+
+// neighbourWeight scales the estimated cost of a peer added at run time:
+// at equal latency a neighbour is asked before the peers the pool was made
+// with (publishers, typically), sparing their upload; a neighbour that
+// often lacks the blocks is ranked down by its miss rate.
+const neighbourWeight = 0.25
+
+// peerList returns the peers now in the pool.
+func (pl *Pool) peerList() []*poolPeer { return *pl.peers.Load() }
+
+// AddPeer adds a peer learned at run time (a discovered neighbour); the
+// pool ranks it like the others, by latency, failures and how often it
+// lacks the blocks asked for, and at equal cost before the peers given to
+// NewPool (see neighbourWeight).
+// The pool owns p from now on. It reports false, and closes p, when the
+// pool has a peer of the same URL already or is closed.
+func (pl *Pool) AddPeer(p Peer) bool {
+	pl.mu.RLock()
+	defer pl.mu.RUnlock()
+	pl.peersMu.Lock()
+	defer pl.peersMu.Unlock()
+	old := pl.peerList()
+	dup := slices.ContainsFunc(old, func(pp *poolPeer) bool { return pp.url == p.URL() })
+	if pl.closed || dup {
+		p.Close()
+		return false
+	}
+	pp := pl.newPeer(p)
+	pp.weight = neighbourWeight
+	list := append(slices.Clip(old), pp)
+	pl.peers.Store(&list)
+	pl.log.Info("peer added", "peer", p.URL())
+	return true
 }
 
 // candidate is a peer chosen for one block, in the order to ask them.
@@ -186,7 +230,7 @@ func (pl *Pool) candidates(now time.Time, early bool) (live, probes []candidate,
 	// when it ends.
 	ended := pl.probeWaiter()
 	var resting []*poolPeer // dead, in their backoff, no probe in flight
-	for _, pp := range pl.peers {
+	for _, pp := range pl.peerList() {
 		pp.mu.Lock()
 		isDead := !pp.deadUntil.IsZero()
 		switch {
@@ -206,7 +250,7 @@ func (pl *Pool) candidates(now time.Time, early bool) (live, probes []candidate,
 			if !ok {
 				est = pl.opts.HedgeInitial / 4 // untried: worth a try
 			}
-			cost := est.Seconds() * (1 + pp.penalty) * (0.9 + 0.2*rand.Float64())
+			cost := est.Seconds() * (1 + pp.penalty) * (1 + 4*pp.missRate) * pp.weight * (0.9 + 0.2*rand.Float64())
 			if len(pp.window) == cap(pp.window) {
 				cost += 1e6 // full window: after every peer with room
 			}
@@ -215,14 +259,7 @@ func (pl *Pool) candidates(now time.Time, early bool) (live, probes []candidate,
 		pp.mu.Unlock()
 	}
 	if early && len(live) == 0 && len(probes) == 0 {
-		for _, pp := range resting {
-			pp.mu.Lock()
-			if !pp.deadUntil.IsZero() && !pp.probing && now.Sub(pp.lastTry) >= pl.opts.ProbeInterval {
-				pl.startProbe(pp, now)
-				probes = append(probes, candidate{pp: pp, probe: true})
-			}
-			pp.mu.Unlock()
-		}
+		probes = pl.earlyProbes(resting, now, len(resting))
 	}
 	slices.SortFunc(live, func(a, b candidate) int {
 		switch {
@@ -234,6 +271,27 @@ func (pl *Pool) candidates(now time.Time, early bool) (live, probes []candidate,
 		return 0
 	})
 	return live, probes, dead, wait
+}
+
+// earlyProbes starts a probe of each of peers (nil: every peer) that is
+// dead, not being probed, and not tried for ProbeInterval; at most limit.
+func (pl *Pool) earlyProbes(peers []*poolPeer, now time.Time, limit int) []candidate {
+	if peers == nil {
+		peers = pl.peerList()
+	}
+	var probes []candidate
+	for _, pp := range peers {
+		if len(probes) >= limit {
+			break
+		}
+		pp.mu.Lock()
+		if !pp.deadUntil.IsZero() && !pp.probing && now.Sub(pp.lastTry) >= pl.opts.ProbeInterval {
+			pl.startProbe(pp, now)
+			probes = append(probes, candidate{pp: pp, probe: true})
+		}
+		pp.mu.Unlock()
+	}
+	return probes
 }
 
 // startProbe marks pp as probed; pp.mu is held.
@@ -289,7 +347,10 @@ func (pl *Pool) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 	stop := context.AfterFunc(pl.ctx, cancel)
 	defer stop()
 
-	results := make(chan attemptResult, len(live)+len(probes)+pl.opts.Retries)
+	// Room for every attempt: the ranked peers, their retries, the probes,
+	// and the early probes of a demand read (at most one per peer).
+	spare := len(pl.peerList())
+	results := make(chan attemptResult, len(live)+len(probes)+pl.opts.Retries+spare)
 	running := 0
 	start := func(c candidate, hedge bool) bool {
 		pl.mu.RLock()
@@ -316,6 +377,9 @@ func (pl *Pool) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 		}
 	}
 	next := 0
+	// Prefetching (eris.Background) is never hedged: nobody waits for it,
+	// and a hedge costs a second peer's upload (a swarm's publisher).
+	background := eris.IsBackground(ctx)
 	var hedge <-chan time.Time
 	startNext := func(isHedge bool) {
 		if next >= len(live) {
@@ -327,7 +391,9 @@ func (pl *Pool) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 		if !start(c, isHedge) {
 			return
 		}
-		hedge = time.After(pl.hedgeAfter(c.pp))
+		if !background {
+			hedge = time.After(pl.hedgeAfter(c.pp))
+		}
 	}
 	startNext(false)
 	if running == 0 {
@@ -336,6 +402,7 @@ func (pl *Pool) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 
 	var errs []error
 	retries := pl.opts.Retries
+	probedEarly := false
 	for {
 		select {
 		case r := <-results:
@@ -350,6 +417,16 @@ func (pl *Pool) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 			}
 			if next < len(live) {
 				startNext(false)
+			}
+			if running == 0 && !background && !probedEarly && ctx.Err() == nil {
+				// Every live peer failed or lacks the block: a demand
+				// read probes the dead peers, which may have it, once.
+				probedEarly = true
+				for _, c := range pl.earlyProbes(nil, time.Now(), spare) {
+					if !start(c, false) {
+						pl.endProbe(c.pp)
+					}
+				}
 			}
 			if running == 0 {
 				return nil, pl.failure(ctx, ref, errs, dead)
@@ -377,9 +454,9 @@ func (pl *Pool) choose(ctx context.Context, ref eris.Ref) (live, probes []candid
 		switch {
 		case len(live) > 0 || len(probes) > 0:
 			return live, probes, dead, nil
-		case len(pl.peers) == 0:
+		case len(pl.peerList()) == 0:
 			return nil, nil, 0, fmt.Errorf("get block %s: %w: the pool has no peers", ref.Str(), ErrNoPeers)
-		case wait == nil || !demand || waits >= len(pl.peers):
+		case wait == nil || !demand || waits >= len(pl.peerList()):
 			return nil, nil, dead, fmt.Errorf("get block %s: %w: all %d peers are backing off after failures", ref.Str(), ErrNoPeers, dead)
 		}
 		select {
@@ -513,6 +590,11 @@ func (pl *Pool) record(pp *poolPeer, probe bool, ctx context.Context, t0 time.Ti
 		defer pl.probeOver() // after the peer's new state is set
 	}
 	if answered {
+		miss := 0.0
+		if err != nil {
+			miss = 1
+		}
+		pp.missRate = 0.9*pp.missRate + 0.1*miss
 		if !pp.deadUntil.IsZero() {
 			pl.log.Info("peer is back", "peer", pp.url)
 		}
@@ -560,9 +642,10 @@ func (pl *Pool) endProbe(pp *poolPeer) {
 
 // Stats returns the counters of every peer, in the order given to NewPool.
 func (pl *Pool) Stats() []PeerStats {
-	out := make([]PeerStats, 0, len(pl.peers))
+	peers := pl.peerList()
+	out := make([]PeerStats, 0, len(peers))
 	now := time.Now()
-	for _, pp := range pl.peers {
+	for _, pp := range peers {
 		st := PeerStats{
 			URL:        pp.url,
 			Requests:   pp.requests.Load(),
@@ -607,7 +690,9 @@ func (pl *Pool) Close() error {
 	pl.cancel()
 	pl.wg.Wait()
 	var errs []error
-	for _, pp := range pl.peers {
+	pl.peersMu.Lock()
+	defer pl.peersMu.Unlock()
+	for _, pp := range pl.peerList() {
 		if err := pp.p.Close(); err != nil {
 			errs = append(errs, err)
 		}

@@ -354,3 +354,32 @@ func TestPoolKeepsRoomForDemand(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestPoolAddPeer adds a peer at run time, as discovery does: the pool
+// uses it (the first peer lacks the blocks), refuses a second peer of the
+// same URL, and refuses any after Close.
+func TestPoolAddPeer(t *testing.T) {
+	blocks := randomBlocks(t, 8, eris.BlockSize1K)
+	store, refs := storeWith(t, blocks...)
+	empty, _ := storeWith(t)
+	pl := NewPool([]Peer{newFake("empty", empty, 0)}, PoolOptions{})
+	ctx := context.Background()
+	if _, err := pl.GetBlock(ctx, refs[0]); !errors.Is(err, eris.ErrNotFound) {
+		t.Fatalf("before the peer holding the blocks joined: %v, want not found", err)
+	}
+	full := newFake("full", store, 0)
+	if !pl.AddPeer(full) {
+		t.Fatal("AddPeer refused a new peer")
+	}
+	if pl.AddPeer(newFake("full", store, 0)) {
+		t.Fatal("AddPeer took a second peer of the same URL")
+	}
+	fetchAll(t, ctx, pl, refs, blocks, 4)
+	if st := statsOf(t, pl, full.URL()); st.Blocks != uint64(len(refs)) {
+		t.Fatalf("the added peer delivered %d blocks, want %d", st.Blocks, len(refs))
+	}
+	pl.Close()
+	if pl.AddPeer(newFake("late", store, 0)) {
+		t.Fatal("AddPeer took a peer after Close")
+	}
+}

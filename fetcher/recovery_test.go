@@ -156,3 +156,40 @@ func TestPoolProbeInterval(t *testing.T) {
 		t.Fatalf("demand reads within the probe interval of the peer's death asked it %d times", n)
 	}
 }
+
+// TestPoolDemandProbesWhenLivePeersLack has a live peer that lacks the
+// blocks and the peer that holds them dead for an hour: a demand read that
+// every live peer answers "not found" probes the dead peer and gets its
+// block; a background read does not.
+func TestPoolDemandProbesWhenLivePeersLack(t *testing.T) {
+	noLeaks(t)
+	blocks := randomBlocks(t, 8, eris.BlockSize1K)
+	store, refs := storeWith(t, blocks...)
+	empty, _ := storeWith(t)
+	lacking := newFake("lacking", empty, 0)
+	holder := newFake("holder", store, 0)
+	holder.down.Store(true)
+	pl := NewPool([]Peer{lacking, holder}, PoolOptions{Backoff: time.Hour, MaxBackoff: time.Hour, ProbeInterval: time.Nanosecond, Retries: -1})
+	defer pl.Close()
+	ctx := context.Background()
+	for i := 0; statsOf(t, pl, holder.URL()).State != "dead"; i++ {
+		if i > 20 {
+			t.Fatal("the failing peer never became dead")
+		}
+		if _, err := pl.GetBlock(eris.Background(ctx), refs[i%len(refs)]); err == nil {
+			t.Fatal("a block from nowhere")
+		}
+	}
+	holder.down.Store(false)
+	calls := holder.calls.Load()
+	if _, err := pl.GetBlock(eris.Background(ctx), refs[0]); err == nil || holder.calls.Load() != calls {
+		t.Fatalf("a background read probed the dead peer (err %v)", err)
+	}
+	b, err := pl.GetBlock(ctx, refs[1])
+	if err != nil || !bytes.Equal(b, blocks[1]) {
+		t.Fatalf("demand read with the holder dead: %v", err)
+	}
+	if st := statsOf(t, pl, holder.URL()); st.Probes != 1 || st.State != "live" {
+		t.Fatalf("holder: %d probes, %s; want 1 and live", st.Probes, st.State)
+	}
+}

@@ -39,6 +39,12 @@ type ServerOptions struct {
 	// so a forged source address cannot turn the server into a reflector.
 	// Only for networks where source addresses cannot be forged.
 	TrustUDPSources bool
+	// Discoverable makes CoAP-over-UDP listeners on a wildcard address
+	// (0.0.0.0, [::]) join the All CoAP Nodes groups (224.0.1.187,
+	// ff02::fd) and answer discovery, GET /.well-known/core?rt=eris.blocks
+	// (see Discover). Every CoAP listener answers /.well-known/core sent
+	// to it directly.
+	Discoverable bool
 }
 
 func (o *ServerOptions) fill() {
@@ -229,12 +235,19 @@ type ServerStats struct {
 	// addresses too small to answer within three times their size.
 	EchoChallenges uint64
 	EchoDropped    uint64
+	// Discoveries counts the multicast discovery requests answered.
+	Discoveries uint64
+	// Sent counts the block bytes sent, each part of a block-wise
+	// transfer and every repeated request included (a block sent in parts
+	// from the listener's block cache reads the store once: see Bytes).
+	Sent uint64
 }
 
 type serverCounters struct {
 	gets, blocks, bytes, notFound  atomic.Uint64
 	puts, stored, rejected, errors atomic.Uint64
 	echoChallenges, echoDropped    atomic.Uint64
+	discoveries, sent              atomic.Uint64
 }
 
 // Stats returns the server's counters.
@@ -242,5 +255,5 @@ func (s *Server) Stats() ServerStats {
 	c := &s.stats
 	return ServerStats{Gets: c.gets.Load(), Blocks: c.blocks.Load(), Bytes: c.bytes.Load(), NotFound: c.notFound.Load(),
 		Puts: c.puts.Load(), Stored: c.stored.Load(), Rejected: c.rejected.Load(), Errors: c.errors.Load(),
-		EchoChallenges: c.echoChallenges.Load(), EchoDropped: c.echoDropped.Load()}
+		EchoChallenges: c.echoChallenges.Load(), EchoDropped: c.echoDropped.Load(), Discoveries: c.discoveries.Load(), Sent: c.sent.Load()}
 }

@@ -46,6 +46,7 @@ var coapCodes = map[result]codes.Code{
 // Block-wise transfer is done here (see coap_blockwise.go).
 type coapBlocks struct {
 	s          *Server
+	storePath  string
 	blocksPath string
 	udp        bool
 	recent     *lru.Cache[eris.Ref, []byte] // 32 KiB blocks being sent in parts
@@ -53,7 +54,7 @@ type coapBlocks struct {
 }
 
 func (s *Server) newCoAPBlocks(ep endpoint) *coapBlocks {
-	c := &coapBlocks{s: s, blocksPath: ep.blocksPath(), udp: ep.transport == transportUDP}
+	c := &coapBlocks{s: s, storePath: ep.path, blocksPath: ep.blocksPath(), udp: ep.transport == transportUDP}
 	c.recent, _ = lru.New[eris.Ref, []byte](s.opts.CacheBlocks)
 	return c
 }
@@ -62,6 +63,17 @@ func (c *coapBlocks) ServeCOAP(w mux.ResponseWriter, r *mux.Message) {
 	code := r.Code()
 	if code < codes.GET || code > codes.IPATCH {
 		return // not a request (empty, ping, response): nothing to answer
+	}
+	if p, err := r.Path(); err == nil && p == "/.well-known/core" && code == codes.GET {
+		qs, _ := r.Queries()
+		if links, ok := c.coreLinks(qs); ok {
+			if err := w.SetResponse(codes.Content, message.AppLinkFormat, strings.NewReader(links)); err != nil {
+				c.s.log.Warn("coap: cannot set response", "err", err)
+			}
+			return
+		}
+		c.respond(w, reply{res: resNotFound, diag: "no resource matches"})
+		return
 	}
 	if p, err := r.Path(); err != nil || p != c.blocksPath {
 		c.respond(w, reply{res: resNotFound, diag: "no such resource, blocks are at " + c.blocksPath + "?<REF>"})
@@ -118,6 +130,7 @@ func (c *coapBlocks) get(ctx context.Context, w mux.ResponseWriter, r *mux.Messa
 		c.s.log.Warn("coap: cannot set response", "err", err)
 		return
 	}
+	c.s.stats.sent.Add(uint64(sl.end - sl.off))
 	if sl.blockwise {
 		v, err := blockwise.EncodeBlockOption(sl.szx, sl.num, sl.more)
 		if err == nil {

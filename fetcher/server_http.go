@@ -41,7 +41,8 @@ func (s *Server) httpHandler(prefix string) http.Handler {
 			h.Set("Cache-Control", "public, max-age=31536000, immutable")
 			w.WriteHeader(http.StatusOK)
 			if r.Method != http.MethodHead {
-				_, _ = w.Write(rep.block)
+				n, _ := w.Write(rep.block)
+				s.stats.sent.Add(uint64(n))
 			}
 			return
 		}

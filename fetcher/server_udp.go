@@ -105,6 +105,13 @@ func (s *Server) listenUDP(ep endpoint) (listener, string, error) {
 		work:    newWorkers(ctx, s.opts.Workers),
 		clients: make(map[netip.AddrPort]*udpClientState),
 	}
+	if s.opts.Discoverable {
+		if !l.wild {
+			l.s.log.Warn("a CoAP/UDP listener on a specific address cannot be discovered: listen on 0.0.0.0 or [::]", "addr", ep.addr)
+		} else if err := joinAllCoAPNodes(raw, s.log); err != nil {
+			l.s.log.Warn("cannot be discovered", "addr", ep.addr, "err", err)
+		}
+	}
 	l.wg.Add(2)
 	go l.readLoop()
 	go l.sweep()
@@ -142,6 +149,10 @@ func (l *udpListener) readLoop() {
 			continue
 		}
 		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		if cm != nil && cm.Dst.IsMulticast() {
+			l.multicast(ap, cm, buf[:n])
+			continue
+		}
 		st := l.known(ap)
 		if st == nil {
 			if st = l.admit(ap, cm, buf[:n]); st == nil {
@@ -196,6 +207,11 @@ func (l *udpListener) admit(ap netip.AddrPort, cm *coapnet.ControlMessage, dgram
 		resp = message.Message{Type: message.Reset, MessageID: req.MessageID, Code: codes.Empty}
 	case req.Code < codes.GET || req.Code > codes.IPATCH || req.Type == message.Acknowledgement || req.Type == message.Reset:
 		return nil // not a request: nothing to answer
+	case isCoreRequest(&req):
+		// Discovery (unicast): a small answer, no state.
+		if a := l.handler.answerCore(&req, false); a != nil {
+			resp = *a
+		}
 	default:
 		if echo, err := req.Options.GetBytes(message.Echo); err == nil && l.echo.valid(echo, ap.Addr(), now) {
 			return l.client(ap)
@@ -206,15 +222,41 @@ func (l *udpListener) admit(ap netip.AddrPort, cm *coapnet.ControlMessage, dgram
 		}
 		resp.Options = message.Options{{ID: message.Echo, Value: l.echo.value(ap.Addr(), now)}}
 	}
-	out := make([]byte, 64)
-	n, err := coder.DefaultCoder.Encode(resp, out)
-	if err != nil {
-		return nil
+	l.sendSmall(ap, cm, resp, len(dgram))
+	return nil
+}
+
+// multicast handles a datagram sent to a group: a discovery request of a
+// discoverable listener is answered (statelessly, within the reflection
+// bound); anything else is dropped.
+func (l *udpListener) multicast(ap netip.AddrPort, cm *coapnet.ControlMessage, dgram []byte) {
+	if !l.s.opts.Discoverable {
+		return
 	}
-	out = out[:n]
-	if len(out) > echoMaxRatio*len(dgram) {
+	req := message.Message{Options: make(message.Options, 0, 16)}
+	if _, err := coder.DefaultCoder.Decode(dgram, &req); err != nil || !isCoreRequest(&req) {
+		return
+	}
+	if resp := l.handler.answerCore(&req, true); resp != nil {
+		l.s.stats.discoveries.Add(1)
+		l.sendSmall(ap, cm, *resp, len(dgram))
+	}
+}
+
+// sendSmall sends resp to an unverified source if it is at most
+// echoMaxRatio times the size of the datagram it answers.
+func (l *udpListener) sendSmall(ap netip.AddrPort, cm *coapnet.ControlMessage, resp message.Message, reqLen int) {
+	size, err := coder.DefaultCoder.Size(resp)
+	if err != nil {
+		return
+	}
+	if size > echoMaxRatio*reqLen {
 		l.s.stats.echoDropped.Add(1)
-		return nil
+		return
+	}
+	out := make([]byte, size)
+	if _, err := coder.DefaultCoder.Encode(resp, out); err != nil {
+		return
 	}
 	if resp.Code == codes.Unauthorized {
 		l.s.stats.echoChallenges.Add(1)
@@ -229,9 +271,8 @@ func (l *udpListener) admit(ap netip.AddrPort, cm *coapnet.ControlMessage, dgram
 		_, err = l.raw.WriteToUDPAddrPort(out, ap)
 	}
 	if err != nil {
-		l.s.log.Debug("coap udp: cannot send an Echo challenge", "to", ap, "err", err)
+		l.s.log.Debug("coap udp: cannot answer an unverified source", "to", ap, "err", err)
 	}
-	return nil
 }
 
 // client returns the connection state for a client address, creating it.

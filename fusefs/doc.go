@@ -28,6 +28,12 @@
 //     many of the blocks are held locally: "1.0000 48/48" means it will
 //     work offline).
 //
+// MountStore mounts a store view instead (store.go): a directory standing
+// for a whole Nix or Guix store, in which each `<hash>-<name>` looked up is
+// the ERIS-FS tree named by that item's verified narinfo, with the same
+// nodes; items are built on lookup and dropped when the kernel forgets
+// them, at most StoreOptions.MaxItems at once.
+//
 // It does not fetch, cache or verify blocks itself: the eris reader
 // verifies every block, and packages cache and fetcher provide them.
 //

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
+	"log/slog"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -113,6 +114,11 @@ type StoreOptions struct {
 	// NegativeTTL is how long a name answered ENOENT is remembered. 0
 	// means DefaultNegativeTTL.
 	NegativeTTL time.Duration
+	// NoReferencesAhead turns off references-ahead: by default, once the
+	// kernel looks an item up, the items its narinfo references are built
+	// in the background (narinfo verified, index fetched), as a program
+	// usually goes on to use them.
+	NoReferencesAhead bool
 }
 
 // StoreStats count what a store view did.
@@ -124,6 +130,7 @@ type StoreStats struct {
 	Failed    int64 // lookups that failed otherwise (EIO)
 	Evicted   int64 // items dropped because MaxItems were held
 	Forgotten int64 // items the kernel forgot
+	Ahead     int64 // items built ahead, as references of an item looked up
 }
 
 // Store is a mounted store view.
@@ -179,9 +186,10 @@ type storeFS struct {
 	names remembered[string]    // hash part → base name, of items listed
 
 	group singleflight.Group
-	inval chan string // names whose kernel entries to invalidate
+	inval chan string   // names whose kernel entries to invalidate
+	ahead chan struct{} // one token per reference being built ahead
 
-	lookups, built, negative, failed, evicted, forgotten atomic.Int64
+	lookups, built, negative, failed, evicted, forgotten, aheadBuilt atomic.Int64
 }
 
 func newStoreFS(ctx context.Context, opts StoreOptions) *storeFS {
@@ -190,6 +198,7 @@ func newStoreFS(ctx context.Context, opts StoreOptions) *storeFS {
 		opts:  opts,
 		items: make(map[string]*storeItem),
 		inval: make(chan string, 256),
+		ahead: make(chan struct{}, aheadRefs),
 	}
 	s.neg.ttl = opts.NegativeTTL
 	s.root = &storeRoot{s: s}
@@ -201,7 +210,7 @@ func (s *storeFS) stats() StoreStats {
 	n := len(s.items)
 	s.mu.Unlock()
 	return StoreStats{Items: n, Lookups: s.lookups.Load(), Built: s.built.Load(), Negative: s.negative.Load(),
-		Failed: s.failed.Load(), Evicted: s.evicted.Load(), Forgotten: s.forgotten.Load()}
+		Failed: s.failed.Load(), Evicted: s.evicted.Load(), Forgotten: s.forgotten.Load(), Ahead: s.aheadBuilt.Load()}
 }
 
 // storeItem is a store item the view holds: its tree and the mount state
@@ -213,13 +222,32 @@ type storeItem struct {
 	hash, name string
 	m          *mountFS
 	elem       *list.Element // in storeFS.lru; nil once out of the table
+	refs       []string      // base names of the items it references
+	aheadDone  bool          // its references were built ahead (s.mu)
 }
+
+// References-ahead: how many references of one item are built ahead, at
+// most, and how many at once in the whole view.
+const (
+	aheadRefsPerItem = 64
+	aheadRefs        = 8
+)
 
 // itemShift is how far an item's number is shifted in its inode numbers.
 const itemShift = 32
 
 // item returns the item called name, building it on its first lookup.
-func (s *storeFS) item(ctx context.Context, name string) (*storeItem, error) {
+// kernel says whether the kernel asked: then its references are built
+// ahead, and a failure is a warning (a background build's is not).
+func (s *storeFS) item(ctx context.Context, name string, kernel bool) (*storeItem, error) {
+	it, err := s.lookupItem(ctx, name, kernel)
+	if err == nil && kernel && !s.opts.NoReferencesAhead {
+		s.referencesAhead(it)
+	}
+	return it, err
+}
+
+func (s *storeFS) lookupItem(ctx context.Context, name string, kernel bool) (*storeItem, error) {
 	hash := name[:32]
 	s.mu.Lock()
 	if it := s.items[hash]; it != nil && it.name == name {
@@ -252,53 +280,118 @@ func (s *storeFS) item(ctx context.Context, name string) (*storeItem, error) {
 			s.m.log.Debug("store: no such item", "name", name, "reason", err)
 		} else {
 			s.failed.Add(1)
-			s.m.log.Warn("store: lookup failed", "name", name, "err", err)
+			level := slog.LevelWarn
+			if !kernel {
+				level = slog.LevelDebug
+			}
+			s.m.log.Log(ctx, level, "store: lookup failed", "name", name, "err", err)
 		}
 		return nil, err
 	}
 	return v.(*storeItem), nil
 }
 
+// referencesAhead builds the items it references in the background, once,
+// each that is not held or known to be missing, aheadRefs at a time.
+func (s *storeFS) referencesAhead(it *storeItem) {
+	s.mu.Lock()
+	if it.aheadDone {
+		s.mu.Unlock()
+		return
+	}
+	it.aheadDone = true
+	var todo []string
+	for _, ref := range it.refs {
+		if len(todo) == aheadRefsPerItem {
+			break
+		}
+		if held := s.items[ref[:32]]; held != nil && held.name == ref {
+			continue
+		}
+		if _, missing := s.neg.get(ref); missing {
+			continue
+		}
+		todo = append(todo, ref)
+	}
+	s.mu.Unlock()
+	if len(todo) == 0 {
+		return
+	}
+	go func() {
+		for _, ref := range todo {
+			select {
+			case s.ahead <- struct{}{}:
+			case <-s.m.base.Done():
+				return
+			}
+			go func() {
+				defer func() { <-s.ahead }()
+				if _, err := s.item(eris.Background(s.m.base), ref, false); err == nil {
+					s.aheadBuilt.Add(1)
+				}
+			}()
+		}
+	}()
+}
+
 // check fetches the narinfo of name's hash part and checks that it names
 // exactly name in the view's store directory and has an ERIS capability.
 func (s *storeFS) check(ctx context.Context, hash, name string) (eris.ReadCapability, string, error) {
+	rc, n, err := s.checkNarinfo(ctx, hash, name)
+	if err != nil {
+		return rc, "", err
+	}
+	return rc, n.BaseName(), nil
+}
+
+// checkNarinfo is check, returning the narinfo.
+func (s *storeFS) checkNarinfo(ctx context.Context, hash, name string) (eris.ReadCapability, *narinfo.Narinfo, error) {
 	n, err := s.opts.Narinfos.Narinfo(ctx, hash)
 	if err != nil {
 		if noSuchItem(err) {
-			return eris.ReadCapability{}, "", fmt.Errorf("%w: %w", ErrNoItem, err)
+			return eris.ReadCapability{}, nil, fmt.Errorf("%w: %w", ErrNoItem, err)
 		}
-		return eris.ReadCapability{}, "", fmt.Errorf("narinfo of %s: %w", hash, err)
+		return eris.ReadCapability{}, nil, fmt.Errorf("narinfo of %s: %w", hash, err)
 	}
 	if dir := n.StoreDir(); dir != s.opts.StoreDir {
-		return eris.ReadCapability{}, "", fmt.Errorf("%w: the narinfo of %s is for %s, in %s, not %s", ErrNoItem, hash, n.StorePath, dir, s.opts.StoreDir)
+		return eris.ReadCapability{}, nil, fmt.Errorf("%w: the narinfo of %s is for %s, in %s, not %s", ErrNoItem, hash, n.StorePath, dir, s.opts.StoreDir)
 	}
 	if name != "" && n.BaseName() != name {
-		return eris.ReadCapability{}, "", fmt.Errorf("%w: the narinfo of %s is for %s", ErrNoItem, hash, n.StorePath)
+		return eris.ReadCapability{}, nil, fmt.Errorf("%w: the narinfo of %s is for %s", ErrNoItem, hash, n.StorePath)
 	}
 	rc, err := n.Capability()
 	if err != nil {
 		// Served through its nar is another issue's; until then, none.
-		return eris.ReadCapability{}, "", fmt.Errorf("%w: %w", ErrNoItem, err)
+		return eris.ReadCapability{}, nil, fmt.Errorf("%w: %w", ErrNoItem, err)
 	}
-	return rc, n.BaseName(), nil
+	return rc, n, nil
 }
 
 // build makes the item called name and puts it in the table.
 func (s *storeFS) build(ctx context.Context, name string) (*storeItem, error) {
 	hash := name[:32]
-	rc, _, err := s.check(ctx, hash, name)
+	start := time.Now()
+	rc, n, err := s.checkNarinfo(ctx, hash, name)
 	if err != nil {
 		return nil, err
 	}
+	checked := time.Now()
 	tree, err := erisfs.Open(ctx, rc, s.opts.Blocks, erisfs.OpenOptions{Nodes: s.opts.Nodes, GetterVerifies: s.opts.GetterVerifies})
 	if err != nil {
 		return nil, fmt.Errorf("open the tree of %s: %w", name, err)
 	}
 	s.built.Add(1)
+	s.m.log.Debug("store: item", "name", name, "entries", tree.Len(),
+		"narinfo", checked.Sub(start).Round(time.Microsecond), "index", time.Since(checked).Round(time.Microsecond))
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.seq++
 	it := &storeItem{s: s, hash: hash, name: name, m: s.m.withTree(tree, s.seq<<itemShift)}
+	for _, ref := range n.References {
+		if ref != name && narinfo.CheckBaseName(ref) == nil {
+			it.refs = append(it.refs, ref)
+		}
+	}
 	if old := s.items[hash]; old != nil {
 		s.drop(old)
 	}
@@ -441,7 +534,7 @@ func (r *storeRoot) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		out.SetEntryTimeout(s.opts.NegativeTTL)
 		return nil, syscall.ENOENT
 	}
-	it, err := s.item(ctx, name)
+	it, err := s.item(ctx, name, true)
 	if err != nil {
 		errno := toErrno(err)
 		if errno == syscall.ENOENT {

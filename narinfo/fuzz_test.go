@@ -42,3 +42,22 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseERISNar: ParseERISNar never panics, and what it accepts is
+// written back by String to the same text and parses to the same value.
+func FuzzParseERISNar(f *testing.F) {
+	f.Add("urn:eris:BIAQGAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAADAEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA zstd")
+	f.Fuzz(func(t *testing.T, s string) {
+		e, err := narinfo.ParseERISNar(s)
+		if err != nil {
+			return
+		}
+		if e.String() != s {
+			t.Fatalf("%q parsed and written back as %q", s, e.String())
+		}
+		again, err := narinfo.ParseERISNar(e.String())
+		if err != nil || again != e {
+			t.Fatalf("%q: round trip %v, %v", s, again, err)
+		}
+	})
+}

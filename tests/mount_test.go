@@ -1,8 +1,10 @@
 package tests
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -126,6 +128,58 @@ func TestCLIMountBackground(t *testing.T) {
 	if !testenv.Unmounted(dir, mountTimeout) {
 		t.Errorf("%s still mounted after SIGTERM to pid %d", dir, info.PID)
 	}
+}
+
+// exited reports whether process pid has ended: gone, or a zombie that
+// its parent (here init, for a background mount) has not reaped yet.
+func exited(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// pid (comm) state …: the state follows the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] == 'Z' || b[i+2] == 'X'
+}
+
+// TestCLIMountBackgroundUnmountOutside: a background mount's process ends
+// once its tree is unmounted from outside (fusermount3 -u). It counts as
+// ended when it is a zombie: its parent is init, which reaps it when it
+// will (in some containers seconds later).
+func TestCLIMountBackgroundUnmountOutside(t *testing.T) {
+	src, store, rc := offlineSample(t)
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		t.Skip("fusermount3 not installed (Debian package fuse3): cannot unmount from outside")
+	}
+	dir := t.TempDir()
+	t.Cleanup(func() {
+		if fusefs.IsMountPoint(dir) {
+			fusefs.Detach(dir)
+		}
+	})
+	stdout, stderr, code := testenv.Run(t, rc.URN(), dir, "--store", store, "--foreground=false", "--json")
+	if code != 0 {
+		t.Fatalf("exit code %d:\n%s", code, stderr)
+	}
+	var info struct {
+		PID int `json:"pid"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &info); err != nil || info.PID == 0 {
+		t.Fatalf("--json printed %q (%v)", stdout, err)
+	}
+	testenv.CompareDirs(t, src, dir)
+	start := time.Now()
+	if out, err := exec.Command("fusermount3", "-u", dir).CombinedOutput(); err != nil {
+		t.Fatalf("fusermount3 -u: %v: %s", err, out)
+	}
+	// The bound is a hang check only; the time is logged for the record.
+	for end := time.Now().Add(mountTimeout); !exited(info.PID); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(end) {
+			syscall.Kill(info.PID, syscall.SIGKILL)
+			t.Fatalf("pid %d still running %v after fusermount3 -u", info.PID, mountTimeout)
+		}
+	}
+	t.Logf("the background erismount exited %v after fusermount3 -u started", time.Since(start).Round(time.Millisecond))
 }
 
 // TestCLIMountErrors: the mistakes a user makes get a message naming the

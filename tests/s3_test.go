@@ -3,8 +3,12 @@ package tests
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -124,6 +128,18 @@ func TestS3PublishServeMount(t *testing.T) {
 			testenv.CompareDirs(t, f.src, dest)
 		})
 	}
+
+	// pin with the bucket as its peer keeps the whole tree: get then
+	// works offline from that store.
+	store := filepath.Join(t.TempDir(), "pinned.sqlite")
+	if _, errOut, code := testenv.RunEnv(t, srv.Env(), "pin", f.urn, "--store", store, "--peer", f.url); code != 0 {
+		t.Fatalf("pin --peer %s: exit %d\n%s", f.url, code, errOut)
+	}
+	dest := filepath.Join(t.TempDir(), "offline")
+	if _, errOut, code := testenv.Run(t, "get", f.urn, dest, "--store", store); code != 0 {
+		t.Fatalf("get offline after pin: exit %d\n%s", code, errOut)
+	}
+	testenv.CompareDirs(t, f.src, dest)
 }
 
 // TestS3Tampered: an object changed in the bucket is never returned: a
@@ -263,4 +279,71 @@ func TestS3WrongCredentials(t *testing.T) {
 		strings.Contains(errOut, secret) || !strings.Contains(errOut, "credentials do not go in the URL") {
 		t.Errorf("keys in the URL: exit %d, want 2 and a hint without the secret:\n%s", code, errOut)
 	}
+}
+
+// TestS3ServeAllowPut: a block uploaded to a serve process over a bucket
+// (--allow-put) is in the bucket when the upload is answered, so another
+// serve process over the same bucket serves it; a block that does not
+// match its reference is refused and never reaches the bucket.
+func TestS3ServeAllowPut(t *testing.T) {
+	srv := testenv.StartS3(t)
+	srv.MakeBucket(t, "e2e-put")
+	f := &s3Fixture{srv: srv, bucket: "e2e-put", url: srv.URL("e2e-put", "eris/v1")}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := l.Addr().String()
+	l.Close()
+	_, urlA := f.serveS3(t, "--allow-put", "--metrics", metrics)
+	_, urlB := f.serveS3(t)
+	a, b := testenv.Dial(t, urlA), testenv.Dial(t, urlB)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	block := testenv.Random(42, eris.BlockSize32K)
+	ref := eris.RefOf(block)
+	if err := a.PutBlock(ctx, ref, block); err != nil {
+		t.Fatalf("PUT to serve --allow-put over S3: %v", err)
+	}
+	if got, err := os.ReadFile(srv.ObjectFile(f.bucket, "eris/v1/"+ref.String())); err != nil || string(got) != string(block) {
+		t.Fatalf("object in the bucket after the PUT: %d bytes, %v", len(got), err)
+	}
+	if got, err := b.GetBlock(ctx, ref); err != nil || string(got) != string(block) {
+		t.Fatalf("the other serve process: %d bytes, %v", len(got), err)
+	}
+
+	other := testenv.Random(43, eris.BlockSize1K)
+	wrong := eris.RefOf(testenv.Random(44, eris.BlockSize1K))
+	if err := a.PutBlock(ctx, wrong, other); err == nil {
+		t.Fatal("PUT of a block under another block's reference was accepted")
+	}
+	if n, _ := srv.Objects(t, f.bucket, "eris/v1"); n != 1 {
+		t.Errorf("%d objects in the bucket, want the 1 good block", n)
+	}
+
+	// What the bucket was sent, as /metrics says: one HEAD and one PUT
+	// for the upload (plus the listing that checked the bucket at start).
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`erismount_s3_requests_total{method="PUT",`, `erismount_s3_requests_total{method="HEAD",`, `erismount_s3_blocks_total{outcome="uploaded",`} {
+		if !regexp.MustCompile(regexp.QuoteMeta(want) + `[^}]*\} 1\n`).Match(body) {
+			t.Errorf("/metrics has no erismount_s3_… %s:\n%s", want, grepLines(string(body), "erismount_s3_"))
+		}
+	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

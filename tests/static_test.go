@@ -46,11 +46,13 @@ func (w countingWriter) Write(p []byte) (int, error) {
 
 // publishStatic publishes the tree at src as the store item path into a
 // static cache in site (narinfos, nar/, blocks/), signed with a fresh Nix
-// key, and returns the key and the parsed narinfo.
-func publishStatic(t *testing.T, src, path, site string, comps string) (narinfo.NixPublicKey, *narinfo.Narinfo) {
+// key and a fresh Guix key, and returns the keys and the parsed narinfo.
+func publishStatic(t *testing.T, src, path, site string, comps string) (narinfo.NixPublicKey, *narinfo.PrivateKey, *narinfo.Narinfo) {
 	t.Helper()
-	sec, _, pub := nixKeys(t, t.TempDir(), "static-cache-1")
-	erismount(t, "publish", "--nix-key", sec, "--store-path", path, "--references", "none",
+	keys := t.TempDir()
+	sec, _, pub := nixKeys(t, keys, "static-cache-1")
+	guixSec, _, guixKey := guixKeys(t, keys, "guix")
+	erismount(t, "publish", "--nix-key", sec, "--key", guixSec, "--host", "static", "--store-path", path, "--references", "none",
 		"--narinfo-dir", site, "--nar-dir", filepath.Join(site, "nar"), "--compression", comps,
 		"--eris-nar", "--blocks-dir", filepath.Join(site, "blocks"), src)
 	raw, err := os.ReadFile(filepath.Join(site, strings.TrimPrefix(path, "/nix/store/")[:32]+".narinfo"))
@@ -61,7 +63,7 @@ func publishStatic(t *testing.T, src, path, site string, comps string) (narinfo.
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pub, n
+	return pub, guixKey, n
 }
 
 // TestStaticCache: `erismount publish --nar-dir --eris-nar --blocks-dir`
@@ -84,7 +86,7 @@ func TestStaticCache(t *testing.T) {
 		t.Run(comp, func(t *testing.T) {
 			site := t.TempDir()
 			path := testenv.NixStoreDir + "/" + testenv.NixHashPart(t) + "-erismount-static-" + comp
-			key, n := publishStatic(t, src, path, site, comp)
+			key, guixKey, n := publishStatic(t, src, path, site, comp)
 			url, sent := countingFiles(t, site)
 			en, err := n.NarCapability()
 			if err != nil || en.Compression != comp {
@@ -96,6 +98,27 @@ func TestStaticCache(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(site, "nix-cache-info")); err != nil {
 				t.Fatal(err)
 			}
+
+			t.Run("guix-signature", func(t *testing.T) {
+				// The narinfo as a Guix client gets it from the web
+				// server: signed over the raw bytes before "Signature:",
+				// ERIS-Nar among them.
+				code, _, raw := fetch(t, url+"/"+n.BaseName()[:32]+".narinfo")
+				if code != http.StatusOK {
+					t.Fatalf("GET narinfo: %d", code)
+				}
+				got, err := narinfo.Parse(raw)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if o, err := got.Verify(narinfo.NewACL(guixKey.Public())); o != narinfo.Valid {
+					t.Fatalf("Guix signature %v: %v", o, err)
+				}
+				signed, _ := got.SignedPart()
+				if !bytes.Contains(signed, []byte("\nERIS-Nar: "+en.String()+"\n")) {
+					t.Errorf("ERIS-Nar not in the signed part:\n%s", raw)
+				}
+			})
 
 			t.Run("nix-store", func(t *testing.T) {
 				testenv.RequireNix(t)

@@ -83,7 +83,20 @@ func nixClosure(t *testing.T) (top, lib, data string) {
 	if lib == "" || data == "" {
 		t.Fatalf("closure of %s: %q, want lib and data", top, refs)
 	}
-	t.Cleanup(func() { testenv.NixRemove(t, lib); testenv.NixRemove(t, data) })
+	drvs, _ := testenv.Nix(t, "nix-store", "--query", "--deriver", top, lib, data)
+	t.Cleanup(func() {
+		// The outputs, then the derivations nix-build left in the store
+		// (an output keeps its derivation alive), all at once (top's
+		// refers to the others').
+		for _, p := range []string{top, lib, data} {
+			testenv.NixRemove(t, p)
+		}
+		if d := strings.Fields(drvs); len(d) > 0 {
+			if _, err := testenv.Nix(t, "nix-store", append([]string{"--delete"}, d...)...); err != nil {
+				t.Logf("derivations left in the store: %v", err)
+			}
+		}
+	})
 	return top, lib, data
 }
 

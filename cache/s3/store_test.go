@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -397,4 +399,44 @@ func TestEnvironment(t *testing.T) {
 			t.Errorf("URL %q holds the secret", st.URL())
 		}
 	})
+}
+
+// TestPublicBucket: a bucket whose objects anyone may read serves its
+// blocks to a plain HTTP GET of ENDPOINT/BUCKET/PREFIX/REF (the static
+// layout: no erismount process, no signature), and to a store with no
+// credentials at all, which sends anonymous requests.
+func TestPublicBucket(t *testing.T) {
+	srv := testenv.StartS3(t)
+	st := open(t, srv, "")
+	bucket := st.Location().Bucket
+	ref, b := cachetest.Block(11, eris.BlockSize1K)
+	if err := st.PutBlock(ctxT(t), ref, b); err != nil {
+		t.Fatal(err)
+	}
+	policy := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::` + bucket + `/*"]}]}`
+	if err := srv.Client(t).SetBucketPolicy(ctxT(t), bucket, policy); err != nil {
+		t.Fatalf("make the bucket public: %v", err)
+	}
+
+	resp, err := http.Get(srv.Endpoint + "/" + bucket + "/" + st.Location().Key(ref))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, b) || ref.Verify(got) != nil {
+		t.Fatalf("plain GET of the object: %s, %d bytes", resp.Status, len(got))
+	}
+
+	anon, err := s3.OpenLocation(st.Location(), s3.Options{Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	if got, err := anon.GetBlock(ctxT(t), ref); err != nil || !bytes.Equal(got, b) {
+		t.Fatalf("anonymous GetBlock: %d bytes, %v", len(got), err)
+	}
+	if err := anon.PutBlock(ctxT(t), eris.RefOf(make([]byte, 1024)), make([]byte, 1024)); !errors.Is(err, s3.ErrAccessDenied) {
+		t.Errorf("anonymous PutBlock: %v, want s3.ErrAccessDenied", err)
+	}
 }

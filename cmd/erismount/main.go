@@ -72,6 +72,7 @@ type app struct {
 	storePath string   // --store
 	peers     []string // --peer, plus $ERISMOUNT_PEERS
 	listens   []string // --listen
+	discover  bool     // --discover (mount, pin): find peers on the local link
 	verbose   bool     // -v
 	json      bool     // --json
 	metrics   string   // --metrics host:port

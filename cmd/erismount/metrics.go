@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"erismount/cache"
+	"erismount/cache/s3"
 	"erismount/fetcher"
 	"erismount/fusefs"
 	narinfosource "erismount/narinfo/source"
@@ -30,6 +31,7 @@ type metricSources struct {
 	subst  func() subst.Stats
 	// narinfos is the narinfo cache of substitute-server --upstream.
 	narinfos func() narinfosource.CacheStats
+	s3       *s3.Store // serve --store s3://…: its requests (metrics_s3.go)
 }
 
 // statsCollector is a prometheus.Collector reading the sources at scrape
@@ -160,6 +162,9 @@ func (c statsCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descServerUploads, int64(s.Stored), "stored")
 		counter(descServerUploads, int64(s.Rejected), "rejected")
 		counter(descServerErrors, int64(s.Errors))
+	}
+	if c.src.s3 != nil {
+		collectS3(c.src.s3, counter)
 	}
 	if c.src.subst != nil {
 		s := c.src.subst()

@@ -123,6 +123,13 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 		return err
 	}
 	defer src.Close()
+	node, listening, err := a.listenNode(ctx, src, f.node)
+	if err != nil {
+		return err
+	}
+	if node != nil {
+		defer node.Close()
+	}
 	// While mounted, the tree's index is pinned — what browsing needs
 	// offline — so the cache never evicts it. File contents are cached and
 	// evicted like any other blocks: pinning them would let a tree larger
@@ -158,14 +165,6 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 	})
 	if err != nil {
 		return err
-	}
-	node, listening, err := a.listenNode(ctx, src, f.node)
-	if err != nil {
-		srv.Close()
-		return err
-	}
-	if node != nil {
-		defer node.Close()
 	}
 	if a.metrics != "" {
 		ms := &metricSources{tiered: src.Tiered.Stats, store: src.Store.Health, fuse: srv.Stats}

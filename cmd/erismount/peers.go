@@ -24,9 +24,10 @@ func (a *app) openRemote(ctx context.Context) (remote, error) {
 	return pool, err
 }
 
-// openPool dials every --peer; nil when there is none.
+// openPool dials every --peer; nil when there is none (and no
+// --discover, whose peers join the pool later).
 func (a *app) openPool(ctx context.Context) (*fetcher.Pool, error) {
-	if len(a.peers) == 0 {
+	if len(a.peers) == 0 && !a.discover {
 		return nil, nil
 	}
 	peers := make([]fetcher.Peer, 0, len(a.peers))

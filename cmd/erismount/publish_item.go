@@ -181,8 +181,19 @@ func (a *app) publishItems(ctx context.Context, f *itemFlags, args []string, nar
 		opts.Done = func(publish.Result) { bar.Add(1) }
 		defer bar.Clear()
 	}
+	var added *undoPutter
+	if local != nil {
+		added = &undoPutter{store: local}
+		store = undoStore{local, added}
+	}
 	results, err := publish.Items(ctx, its, store, opts)
 	if err != nil {
+		// Nothing is pinned or reported: take back the blocks added.
+		if added != nil {
+			if uerr := added.undo(context.WithoutCancel(ctx)); uerr != nil {
+				a.log.Warn("removing the blocks of a failed publish", "err", uerr)
+			}
+		}
 		return err
 	}
 	if fl, ok := store.(interface{ Flush(context.Context) error }); ok {
@@ -197,6 +208,12 @@ func (a *app) publishItems(ctx context.Context, f *itemFlags, args []string, nar
 		}
 	}
 	return a.reportItems(ctx, results, f.narinfoDir, local)
+}
+
+// undoStore reads from a store and writes to it through an undoPutter.
+type undoStore struct {
+	eris.BlockGetter
+	*undoPutter
 }
 
 // reportItems pins what went to the local store, writes or prints the

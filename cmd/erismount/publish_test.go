@@ -186,6 +186,21 @@ func TestPublishNarMalformed(t *testing.T) {
 			}
 		})
 	}
+	// The same as a store item with a signed narinfo.
+	keys := filepath.Join(tmp, "keys")
+	if _, stderr, code := cli(t, "", "narinfo", "keygen", keys); code != 0 {
+		t.Fatalf("keygen: exit %d: %s", code, stderr)
+	}
+	bad := filepath.Join(tmp, "bad.nar")
+	os.WriteFile(bad, damaged, 0o644)
+	_, stderr, code = cli(t, "", "--store", store, "publish", "--key", filepath.Join(keys, "signing-key.sec"),
+		"--store-path", "/gnu/store/1h9kqc2m3vrm8yfdab3lw9ajxgg9xjr5-erismount-bad-1.0", "--nar", bad, "--references", "none")
+	if code != exitUsage || !strings.Contains(stderr, "malformed") {
+		t.Errorf("store item from a damaged nar: exit %d, %s; want %d (malformed input)", code, stderr, exitUsage)
+	}
+	if n := storeBlocks(t, store); n != kept {
+		t.Errorf("the store holds %d blocks after a failed store-item publish, %d before it", n, kept)
+	}
 	dest := filepath.Join(tmp, "dest")
 	if _, stderr, code := cli(t, "", "--store", store, "get", urn, dest); code != 0 {
 		t.Fatalf("get the tree published before: exit %d: %s", code, stderr)

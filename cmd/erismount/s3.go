@@ -114,21 +114,21 @@ func (c *s3Content) Close() error {
 // openServed opens what serve serves: the SQLite store, or a bucket behind
 // a memory tier and, with --cache-store, a SQLite tier (evicted down to
 // --cache-size). Any number of serve processes may front one bucket: they
-// share nothing but it.
-func (a *app) openServed(ctx context.Context, cacheStore string) (eris.BlockStore, func() error, error) {
+// share nothing but it. ms has the tiers' and the bucket's counters.
+func (a *app) openServed(ctx context.Context, cacheStore string) (store eris.BlockStore, closeStore func() error, ms *metricSources, err error) {
 	if !s3.IsURL(a.storePath) {
 		if cacheStore != "" {
-			return nil, nil, usageError{errors.New("--cache-store goes with --store s3://…: a SQLite store is served as it is")}
+			return nil, nil, nil, usageError{errors.New("--cache-store goes with --store s3://…: a SQLite store is served as it is")}
 		}
 		s, err := a.openStore(ctx, roleContent)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return s, s.Close, nil
+		return s, s.Close, &metricSources{}, nil
 	}
 	st, err := a.openS3(ctx, a.storePath, true)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	opts := cache.TieredOptions{Memory: cache.NewMemory(defaultMemoryCache), Remote: st, Logger: a.log}
 	var disk *cache.SQLite
@@ -137,12 +137,12 @@ func (a *app) openServed(ctx context.Context, cacheStore string) (eris.BlockStor
 		if a.cacheSize != "" {
 			if sopts.SoftQuota, err = parseSize(a.cacheSize); err != nil {
 				st.Close()
-				return nil, nil, usageError{fmt.Errorf("--cache-size: %w", err)}
+				return nil, nil, nil, usageError{fmt.Errorf("--cache-size: %w", err)}
 			}
 		}
 		if disk, err = cache.OpenSQLite(cacheStore, sopts); err != nil {
 			st.Close()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		opts.Disk = disk
 	}
@@ -154,7 +154,7 @@ func (a *app) openServed(ctx context.Context, cacheStore string) (eris.BlockStor
 		}
 		a.logS3(st)
 		return errors.Join(err, st.Close())
-	}, nil
+	}, &metricSources{tiered: front.Tiered.Stats, s3: st}, nil
 }
 
 // s3Front reads through the tiers and writes to the bucket first (then

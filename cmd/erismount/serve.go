@@ -67,7 +67,7 @@ func (a *app) serve(ctx context.Context, allowPut bool, cacheStore string) (err 
 	if len(listens) == 0 {
 		listens = []string{defaultListen}
 	}
-	store, closeStore, err := a.openServed(ctx, cacheStore)
+	store, closeStore, ms, err := a.openServed(ctx, cacheStore)
 	if err != nil {
 		return err
 	}
@@ -75,7 +75,8 @@ func (a *app) serve(ctx context.Context, allowPut bool, cacheStore string) (err 
 	srv := fetcher.NewServer(store, fetcher.ServerOptions{AllowPut: allowPut, Logger: a.log})
 	defer func() { err = errors.Join(err, srv.Close()) }()
 	if a.metrics != "" {
-		if _, err := a.serveMetrics(ctx, a.metrics, &metricSources{server: srv.Stats}); err != nil {
+		ms.server = srv.Stats
+		if _, err := a.serveMetrics(ctx, a.metrics, ms); err != nil {
 			return err
 		}
 	}

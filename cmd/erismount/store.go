@@ -152,7 +152,7 @@ func (a *app) mountStoreView(ctx context.Context, dir string, f storeFlags) (*st
 	if f.treeAhead == 0 {
 		f.treeAhead = -1
 	}
-	lookup, closeLookup, err := a.narinfoLookup(f)
+	lookup, closeLookup, err := a.narinfoLookup(ctx, f)
 	if err != nil {
 		return nil, err
 	}
@@ -215,7 +215,7 @@ func (f storeFlags) check() error {
 // narinfoLookup builds the narinfo lookup from the flags: --narinfo-dir
 // first, then the upstreams in order behind a cache of their answers. The
 // function returned closes it.
-func (a *app) narinfoLookup(f storeFlags) (fusefs.NarinfoLookup, func() error, error) {
+func (a *app) narinfoLookup(ctx context.Context, f storeFlags) (fusefs.NarinfoLookup, func() error, error) {
 	trust, err := readTrust(f.aclPath, f.trustedNix, f.trustDir)
 	if err != nil {
 		return nil, nil, err
@@ -240,6 +240,9 @@ func (a *app) narinfoLookup(f storeFlags) (fusefs.NarinfoLookup, func() error, e
 				return nil, nil, usageError{fmt.Errorf("--upstream: %w", err)}
 			}
 			ups = append(ups, h)
+			// Read its /nix-cache-info now, not before the first lookup:
+			// the first item then waits for one round trip, not three.
+			go h.CacheInfo(ctx)
 		}
 		path := f.narinfoCache
 		if path == "" {

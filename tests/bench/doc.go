@@ -25,5 +25,20 @@
 //	go run ./tests/bench -rtt 50ms -rate 20   # another link
 //	go run ./tests/bench -files 200 -size 8   # a quick look
 //
+// With -suite it measures whole store items of real software instead
+// (issue 15): the Go toolchain (golang.org/toolchain go1.26.8, a GOROOT, with
+// go1.26.7 as the version a user upgrades from), google.golang.org/protobuf
+// v1.36.11 (from v1.36.10), Debian's coreutils, libc6 and perl-modules-5.36
+// (apt-get download + dpkg -x) and the generated tree, each set up by the
+// harness itself. Against the nar compressed with `zstd -19` and `xz -6`
+// and uncompressed (fetch over HTTP, decompress, unpack, NarHash checked) on
+// the same shaped link, it measures the lazy `ls -R` + one small file, the
+// whole item through its ERIS-FS blocks and through ERIS-Nar (the zstd nar
+// as ERIS content), and the upgrade (the older version's blocks cached),
+// with the bytes the link carried beside every time.
+//
+//	go run ./tests/bench -suite all -prep-cache /var/tmp/bench   # the README's second table
+//	go run ./tests/bench -suite protobuf,coreutils -runs 3
+//
 // It needs /dev/fuse, and root to drop the kernel's caches between runs.
 package main

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -25,6 +26,9 @@ func main() {
 
 // runMain parses args, runs the benchmark and prints its table to stdout.
 func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "store-run" { // see storerun.go
+		return storeRunMain(ctx, args[1:], stdout, stderr)
+	}
 	fl := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fl.SetOutput(stderr)
 	var (
@@ -35,6 +39,9 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		ops        = fl.String("ops", "", "operations to measure, comma separated (ready, first-byte, ls, small, ls+small, run, read-all, read-all-n); empty: all")
 		mountArgs  = fl.String("mount-args", "", "extra flags for erismount mount, space separated (e.g. \"--readahead 0\")")
 		verbose    = fl.Bool("v", false, "log progress to stderr")
+		jsonOut    = fl.String("json", "", "with -suite: also write every sample as JSON to this file")
+		render     = fl.String("render", "", "print the report of the suite run saved with -json in this file, and run nothing")
+		prepCache  = fl.String("prep-cache", "", "with -suite: keep the compressed nars in this directory between runs (compressing is not measured)")
 		suite      = fl.String("suite", "", "measure whole items of real software instead: trees, comma separated (toolchain, protobuf, coreutils, libc6, perl-modules-5.36, generated; \"all\")")
 	)
 	fl.IntVar(&cfg.Files, "files", 4000, "files in the generated tree")
@@ -70,6 +77,14 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("-transports: %q is not coap or coap+tcp", tr)
 		}
 	}
+	if *render != "" {
+		res, err := LoadSuiteResults(*render)
+		if err != nil {
+			return err
+		}
+		res.Markdown(stdout, res.Command)
+		return nil
+	}
 	if *suite != "" {
 		names := splitList(*suite, ",")
 		if *suite == "all" {
@@ -80,13 +95,23 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				return fmt.Errorf("-suite: unknown tree %q (known: %s)", n, strings.Join(itemOrder, ", "))
 			}
 		}
-		sc := SuiteConfig{Items: names, Shape: cfg.Shape, Runs: cfg.Runs, GenFiles: cfg.Files, GenBytes: cfg.Bytes,
+		sc := SuiteConfig{Items: names, PrepCache: *prepCache, Shape: cfg.Shape, Runs: cfg.Runs, GenFiles: cfg.Files, GenBytes: cfg.Bytes,
 			Erismount: cfg.Erismount, WorkDir: cfg.WorkDir, Keep: cfg.Keep, DropCaches: cfg.DropCaches, Logger: cfg.Logger}
 		res, err := RunSuite(ctx, sc)
 		if err != nil {
 			return err
 		}
-		res.Markdown(stdout, "go run ./tests/bench "+strings.Join(args, " "))
+		res.Command = "go run ./tests/bench " + strings.Join(args, " ")
+		if *jsonOut != "" {
+			b, err := json.MarshalIndent(res, "", "  ")
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(*jsonOut, b, 0o644); err != nil {
+				return err
+			}
+		}
+		res.Markdown(stdout, res.Command)
 		return nil
 	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -36,13 +37,17 @@ type SuiteConfig struct {
 	ZstdLevel int // of the zstd nar (`zstd -19`)
 	XZLevel   int // of the xz nar (`xz -6`)
 	// GenFiles and GenBytes size the generated tree.
-	GenFiles   int
-	GenBytes   int64
+	GenFiles int
+	GenBytes int64
+	// PrepCache, if set, keeps the compressed nars between runs, by
+	// NarHash and level: compressing a 300 MB nar at zstd -19 and xz -6
+	// takes minutes, and it is no part of what is measured.
+	PrepCache  string
 	Erismount  string // "" builds it
 	WorkDir    string
 	Keep       bool
 	DropCaches bool
-	Logger     *slog.Logger
+	Logger     *slog.Logger `json:"-"`
 }
 
 // A scenario is one way of getting an item (or part of it) over the link.
@@ -71,12 +76,36 @@ func scenarios(cfg SuiteConfig) []scenario {
 	}
 }
 
+// LoadSuiteResults reads the JSON of a run (-json), to render its report
+// again.
+func LoadSuiteResults(path string) (*SuiteResults, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var r SuiteResults
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	for _, it := range r.Items {
+		for _, ms := range it.M {
+			for i := range ms {
+				if ms[i].Error != "" {
+					ms[i].Err = errors.New(ms[i].Error)
+				}
+			}
+		}
+	}
+	return &r, nil
+}
+
 // Measure is one sample: how long, and the bytes the link carried to the
 // client meanwhile.
 type Measure struct {
 	D     time.Duration
 	Bytes int64
-	Err   error
+	Err   error  `json:"-"`
+	Error string `json:",omitempty"` // Err's text, for the JSON of a run
 }
 
 // ItemResult is everything measured of one item.
@@ -98,6 +127,7 @@ type SuiteResults struct {
 	LoadBefore string
 	LoadAfter  string
 	Elapsed    time.Duration
+	Command    string // the command line that ran it
 }
 
 // RunSuite sets the items up and measures them.
@@ -236,16 +266,12 @@ func (s *suiteRun) item(ctx context.Context, it Item) (*ItemResult, error) {
 		return nil, err
 	}
 	r.NarSize = sum.Size
-	t0 := time.Now()
-	if err := compressFile(ctx, "zstd", s.cfg.ZstdLevel, base+".nar", base+".nar.zst"); err != nil {
+	if r.ZstdSeconds, err = s.compress(ctx, "zstd", s.cfg.ZstdLevel, sum, base+".nar", base+".nar.zst"); err != nil {
 		return nil, err
 	}
-	r.ZstdSeconds = time.Since(t0).Seconds()
-	t0 = time.Now()
-	if err := compressFile(ctx, "xz", s.cfg.XZLevel, base+".nar", base+".nar.xz"); err != nil {
+	if r.XZSeconds, err = s.compress(ctx, "xz", s.cfg.XZLevel, sum, base+".nar", base+".nar.xz"); err != nil {
 		return nil, err
 	}
-	r.XZSeconds = time.Since(t0).Seconds()
 	r.ZstdSize, r.XZSize = fileSize(base+".nar.zst"), fileSize(base+".nar.xz")
 
 	log.Info("ERIS-FS and ERIS-Nar")
@@ -271,12 +297,20 @@ func (s *suiteRun) item(ctx context.Context, it Item) (*ItemResult, error) {
 
 	dest := filepath.Join(s.work, "dest")
 	clientStore := filepath.Join(s.work, "client.sqlite")
+	// The older version's blocks, encoded once into a store copied
+	// before each upgrade run.
+	seedStore := filepath.Join(s.work, "seed-"+it.Name+".sqlite")
+	if it.Older != "" {
+		log.Info("older version's blocks")
+		if err := seed(ctx, seedStore, it.Older); err != nil {
+			return nil, fmt.Errorf("seed the cache: %w", err)
+		}
+		defer removeStore(seedStore)
+	}
 	mnt := filepath.Join(s.work, "mnt")
 	os.MkdirAll(mnt, 0o755)
 	reset := func() error {
-		for _, suffix := range []string{"", "-wal", "-shm"} {
-			os.Remove(clientStore + suffix)
-		}
+		removeStore(clientStore)
 		return removeAll(dest)
 	}
 	measure := func(key string, p *Proxy, f func() error) {
@@ -288,7 +322,11 @@ func (s *suiteRun) item(ctx context.Context, it Item) (*ItemResult, error) {
 			return
 		}
 		if key == scUpgrade {
-			if err := seed(ctx, clientStore, it.Older); err != nil {
+			err := copyFile(seedStore, clientStore)
+			if _, werr := os.Stat(seedStore + "-wal"); err == nil && werr == nil {
+				err = copyFile(seedStore+"-wal", clientStore+"-wal")
+			}
+			if err != nil {
 				r.M[key] = append(r.M[key], Measure{Err: fmt.Errorf("seed the cache: %w", err)})
 				return
 			}
@@ -298,6 +336,9 @@ func (s *suiteRun) item(ctx context.Context, it Item) (*ItemResult, error) {
 		t0 := time.Now()
 		err := f()
 		m := Measure{D: time.Since(t0), Bytes: p.Stats().Down - b0, Err: err}
+		if err != nil {
+			m.Error = err.Error()
+		}
 		r.M[key] = append(r.M[key], m)
 		log.Info("measured", "scenario", key, "took", m.D, "bytes", m.Bytes, "err", err)
 	}
@@ -330,7 +371,9 @@ func (s *suiteRun) item(ctx context.Context, it Item) (*ItemResult, error) {
 			})
 		}
 		measure(scERISNar, s.blockProxy, func() error {
-			return s.viaBlocks(ctx, clientStore, func(g eris.BlockGetter) (io.ReadCloser, error) {
+			// No SQLite here: the compressed nar's blocks are of no use
+			// to later items (compression hides what versions share).
+			return s.viaBlocks(ctx, "", func(g eris.BlockGetter) (io.ReadCloser, error) {
 				er, err := eris.NewReader(ctx, narCap, g)
 				if err != nil {
 					return nil, err
@@ -368,21 +411,27 @@ func (s *suiteRun) lsSmall(ctx context.Context, rc eris.ReadCapability, mnt, sto
 }
 
 // viaBlocks fetches from the block peer through a client cache at
-// storePath (SQLite, as erismount keeps it), opens the stream of method
-// open gives, and unpacks it into dest, its NarHash checked.
+// storePath (SQLite, as erismount keeps it; "" for memory only), opens the
+// stream of method open gives, and unpacks it into dest, its NarHash
+// checked.
 func (s *suiteRun) viaBlocks(ctx context.Context, storePath string, open func(eris.BlockGetter) (io.ReadCloser, error), method string, want nar.Sum, dest string) error {
-	disk, err := cache.OpenSQLite(storePath, cache.SQLiteOptions{SoftQuota: cache.Unlimited})
-	if err != nil {
-		return err
+	opts := cache.TieredOptions{Memory: cache.NewMemory(64 << 20)}
+	if storePath != "" {
+		disk, err := cache.OpenSQLite(storePath, cache.SQLiteOptions{SoftQuota: cache.Unlimited})
+		if err != nil {
+			return err
+		}
+		defer disk.Close()
+		opts.Disk = disk
 	}
-	defer disk.Close()
 	p, err := fetcher.Dial(ctx, s.peer, fetcher.ClientOptions{})
 	if err != nil {
 		return err
 	}
 	pool := fetcher.NewPool([]fetcher.Peer{p}, fetcher.PoolOptions{})
 	defer pool.Close()
-	tiered := cache.NewTiered(cache.TieredOptions{Memory: cache.NewMemory(64 << 20), Disk: disk, Remote: pool})
+	opts.Remote = pool
+	tiered := cache.NewTiered(opts)
 	defer tiered.Close()
 	rc, err := open(tiered)
 	if err != nil {
@@ -401,6 +450,58 @@ func seed(ctx context.Context, path, dir string) error {
 	}
 	_, _, err = erisfs.EncodeDir(ctx, dir, st, erisfs.EncodeOptions{})
 	return errors.Join(err, st.Flush(ctx), st.Close())
+}
+
+// removeStore removes a SQLite store and its WAL files.
+func removeStore(path string) {
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		os.Remove(path + suffix)
+	}
+}
+
+// copyFile copies src to dst (which is replaced).
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	return errors.Join(err, out.Close())
+}
+
+// compress makes dst, the nar src compressed with tool at level, or links
+// it from the prep cache where an earlier run left it; it returns how long
+// compressing took (the earlier run's time for a cached file).
+func (s *suiteRun) compress(ctx context.Context, tool string, level int, sum nar.Sum, src, dst string) (float64, error) {
+	var cached string
+	if s.cfg.PrepCache != "" {
+		cached = filepath.Join(s.cfg.PrepCache, fmt.Sprintf("%s.%s-%d", sum.Hash.Nix32(), tool, level))
+		if b, err := os.ReadFile(cached + ".seconds"); err == nil {
+			var secs float64
+			if _, err := fmt.Sscan(string(b), &secs); err == nil && os.Link(cached, dst) == nil {
+				return secs, nil
+			}
+		}
+	}
+	t0 := time.Now()
+	if err := compressFile(ctx, tool, level, src, dst); err != nil {
+		return 0, err
+	}
+	secs := time.Since(t0).Seconds()
+	if cached != "" {
+		os.MkdirAll(s.cfg.PrepCache, 0o755)
+		os.Remove(cached)
+		if err := os.Link(dst, cached); err != nil {
+			copyFile(dst, cached)
+		}
+		os.WriteFile(cached+".seconds", []byte(fmt.Sprintf("%.1f\n", secs)), 0o644)
+	}
+	return secs, nil
 }
 
 // fetchUnpack GETs url and unpacks the nar compressed with method into

@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -53,6 +56,22 @@ func TestSuite(t *testing.T) {
 	res.Markdown(&out, "go run ./tests/bench -suite generated")
 	md := out.String()
 	t.Log("\n" + md)
+	// The JSON of the run renders the same report.
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "run.json")
+	os.WriteFile(path, b, 0o644)
+	again, err := LoadSuiteResults(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out2 bytes.Buffer
+	again.Markdown(&out2, "go run ./tests/bench -suite generated")
+	if out2.String() != md {
+		t.Errorf("the report rendered from JSON differs:\n%s", out2.String())
+	}
 	for _, want := range []string{"| generated |", "whole item: ERIS-Nar (zstd)", "goal ≤ 1.2×", "goal ≤ 1.01×", "Command: `go run ./tests/bench -suite generated`"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("the report lacks %q", want)
