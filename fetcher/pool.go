@@ -421,8 +421,19 @@ func (pl *Pool) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 			if running == 0 && !background && !probedEarly && ctx.Err() == nil {
 				// Every live peer failed or lacks the block: a demand
 				// read probes the dead peers, which may have it, once.
+				// Not those this read probed already (a probe failing
+				// at once must not make one read probe a peer twice).
 				probedEarly = true
-				for _, c := range pl.earlyProbes(nil, time.Now(), spare) {
+				var others []*poolPeer
+				for _, pp := range pl.peerList() {
+					if !slices.ContainsFunc(probes, func(c candidate) bool { return c.pp == pp }) {
+						others = append(others, pp)
+					}
+				}
+				if len(others) == 0 {
+					return nil, pl.failure(ctx, ref, errs, dead)
+				}
+				for _, c := range pl.earlyProbes(others, time.Now(), spare) {
 					if !start(c, false) {
 						pl.endProbe(c.pp)
 					}
