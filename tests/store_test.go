@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -349,6 +350,21 @@ func TestStoreRunNix(t *testing.T) {
 		p := testenv.Start(t, append([]string{"store", mnt, "-v", "--store", cache, "--store-dir", "/nix/store"}, upstream...)...)
 		testenv.WaitMounted(t, p, mnt, 30*time.Second)
 		defer p.Interrupt(t, mnt)
+		// What the run looked up is known locally now: a fresh view lists
+		// it from the narinfo cache, before any lookup.
+		ents, err := os.ReadDir(mnt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var listed []string
+		for _, e := range ents {
+			listed = append(listed, e.Name())
+		}
+		for _, want := range []string{top, data} {
+			if !slices.Contains(listed, filepath.Base(want)) {
+				t.Errorf("ls of the view through --upstream: %v, want %s listed from the narinfo cache", listed, filepath.Base(want))
+			}
+		}
 		if _, err := os.Stat(filepath.Join(mnt, filepath.Base(untrusted))); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("stat of the untrusted item through --upstream: %v, want ENOENT", err)
 		}

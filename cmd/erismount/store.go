@@ -232,6 +232,7 @@ func (a *app) narinfoLookup(ctx context.Context, f storeFlags) (fusefs.NarinfoLo
 		chain = append(chain, d)
 	}
 	closeAll := func() error { return nil }
+	var cached *narsource.Cache
 	if len(f.upstreams) > 0 {
 		var ups narsource.Chain
 		for _, u := range f.upstreams {
@@ -265,36 +266,44 @@ func (a *app) narinfoLookup(ctx context.Context, f storeFlags) (fusefs.NarinfoLo
 			return nil, nil, err
 		}
 		chain = append(chain, c)
-		closeAll = c.Close
+		cached, closeAll = c, c.Close
 	}
-	var lookup fusefs.NarinfoLookup = chain
-	if f.narinfoDir != "" {
-		lookup = listedLookup{chain, f.narinfoDir}
-	}
-	return lookup, closeAll, nil
+	return listedLookup{NarinfoLookup: chain, dir: f.narinfoDir, cache: cached}, closeAll, nil
 }
 
-// listedLookup is a narinfo lookup that lists the narinfos of a directory
-// for the store view's listing.
+// listedLookup is a narinfo lookup that lists, for the store view's
+// listing, what is known locally: the narinfos of a directory and those the
+// narinfo cache holds (either may be absent).
 type listedLookup struct {
 	fusefs.NarinfoLookup
-	dir string
+	dir   string
+	cache *narsource.Cache
 }
 
 var _ fusefs.NarinfoLister = listedLookup{}
 
-// HashParts lists the hash parts of the directory's narinfos.
+// HashParts lists the hash parts of the directory's narinfos, then those
+// of the cache's live entries.
 func (l listedLookup) HashParts(ctx context.Context) ([]string, error) {
-	ents, err := os.ReadDir(l.dir)
-	if err != nil {
-		return nil, err
-	}
 	var hashes []string
-	for _, e := range ents {
-		hash, ok := strings.CutSuffix(e.Name(), ".narinfo")
-		if ok && len(hash) == 32 && narinfo.CheckBaseName(hash+"-x") == nil && e.Type().IsRegular() {
-			hashes = append(hashes, hash)
+	if l.dir != "" {
+		ents, err := os.ReadDir(l.dir)
+		if err != nil {
+			return nil, err
 		}
+		for _, e := range ents {
+			hash, ok := strings.CutSuffix(e.Name(), ".narinfo")
+			if ok && len(hash) == 32 && narinfo.CheckBaseName(hash+"-x") == nil && e.Type().IsRegular() {
+				hashes = append(hashes, hash)
+			}
+		}
+	}
+	if l.cache != nil {
+		cached, err := l.cache.HashParts(ctx)
+		if err != nil {
+			return hashes, err
+		}
+		hashes = append(hashes, cached...)
 	}
 	return hashes, nil
 }

@@ -229,6 +229,30 @@ func (c *Cache) put(ctx context.Context, hashPart string, n *narinfo.Narinfo, le
 	}
 }
 
+// HashParts lists the hash parts of the live, found entries of the
+// cache's scope: the items it can answer for without asking upstream (the
+// store view lists them). An entry is checked again when it is looked up.
+func (c *Cache) HashParts(ctx context.Context) ([]string, error) {
+	rows, err := c.db.QueryContext(ctx, `SELECT hash_part FROM narinfos
+		WHERE scope = ? AND state = ? AND expires > ? ORDER BY hash_part`, c.opts.Scope, stateFound, c.opts.Now().UnixNano())
+	if err != nil {
+		return nil, fmt.Errorf("source: narinfo cache: %w", err)
+	}
+	defer rows.Close()
+	var hashes []string
+	for rows.Next() {
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			return nil, fmt.Errorf("source: narinfo cache: %w", err)
+		}
+		hashes = append(hashes, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("source: narinfo cache: %w", err)
+	}
+	return hashes, nil
+}
+
 // Expire deletes the entries that have expired, and returns how many.
 func (c *Cache) Expire(ctx context.Context) (int64, error) {
 	res, err := c.db.ExecContext(ctx, `DELETE FROM narinfos WHERE expires <= ?`, c.opts.Now().UnixNano())

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -405,6 +406,10 @@ func TestCache(t *testing.T) {
 	if st := c.Stats(); st != (CacheStats{Hits: 1, NegativeHits: 2, Misses: 3}) {
 		t.Errorf("stats %+v", st)
 	}
+	// Only the found entry is listed (untrusted and unknown are not items).
+	if got, err := c.HashParts(ctx); err != nil || !slices.Equal(got, []string{hashPart(1)}) {
+		t.Errorf("HashParts = %v, %v; want [%s]", got, err, hashPart(1))
+	}
 
 	// Negative entries expire first; a transport failure is not remembered.
 	now = now.Add(2 * time.Minute)
@@ -423,6 +428,9 @@ func TestCache(t *testing.T) {
 	now = now.Add(time.Hour)
 	if err := ask(1); err == nil {
 		t.Errorf("positive entry served after its TTL")
+	}
+	if got, err := c.HashParts(ctx); err != nil || len(got) != 0 {
+		t.Errorf("HashParts after every TTL = %v, %v; want none", got, err)
 	}
 	if n, err := c.Expire(ctx); err != nil || n != 3 {
 		t.Errorf("Expire: %d, %v; want 3 (all expired)", n, err)
