@@ -7,7 +7,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"erismount/cache"
 	"erismount/eris"
@@ -127,24 +126,7 @@ func erismount(t testing.TB, args ...string) string {
 	return out
 }
 
-// startSubstituteServer starts `erismount substitute-server` with an empty
-// block cache and returns its URL.
+// startSubstituteServer starts substitute-server with an empty cache and returns its URL.
 func startSubstituteServer(t testing.TB, args ...string) (string, *testenv.Process) {
-	t.Helper()
-	args = append([]string{"substitute-server", "--store", filepath.Join(t.TempDir(), "cache.sqlite"), "--listen", "127.0.0.1:0"}, args...)
-	p := testenv.Start(t, args...)
-	end := time.Now().Add(30 * time.Second)
-	for {
-		if line, _, ok := strings.Cut(p.Stdout(), "\n"); ok && strings.HasPrefix(line, "http://") {
-			return line, p
-		}
-		select {
-		case <-p.Done():
-			t.Fatalf("substitute-server exited: %s", p.Stderr())
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(end) {
-			t.Fatalf("substitute-server did not print its URL:\n%s", p.Stderr())
-		}
-	}
+	return testenv.StartSubstituteServer(t, args...)
 }

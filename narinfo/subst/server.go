@@ -367,7 +367,7 @@ func (s *Server) narinfo(w http.ResponseWriter, r *http.Request, hashPart string
 // lookup returns the item of hashPart: its upstream narinfo, checked, and
 // the narinfo served for it.
 func (s *Server) lookup(ctx context.Context, hashPart string) (*item, error) {
-	if !validHashPart(hashPart) {
+	if !source.ValidHashPart(hashPart) {
 		return nil, ErrNotFound
 	}
 	up, err := s.look.Narinfo(ctx, hashPart)

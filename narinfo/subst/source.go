@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"erismount/narinfo"
+	"erismount/narinfo/source"
 )
 
 // ErrNotFound means a Source has no narinfo for a hash part.
@@ -31,7 +32,7 @@ type Dir string
 
 // Narinfo reads <dir>/<hashPart>.narinfo.
 func (d Dir) Narinfo(ctx context.Context, hashPart string) ([]byte, error) {
-	if !validHashPart(hashPart) {
+	if !source.ValidHashPart(hashPart) {
 		return nil, fmt.Errorf("%w: %q is not a store path hash", ErrNotFound, hashPart)
 	}
 	f, err := os.Open(filepath.Join(string(d), hashPart+".narinfo"))
@@ -50,19 +51,4 @@ func (d Dir) Narinfo(ctx context.Context, hashPart string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: larger than %d bytes", f.Name(), narinfo.MaxSize)
 	}
 	return raw, nil
-}
-
-// validHashPart reports whether s is the hash part of a store path: 32
-// characters of Nix's base-32 alphabet (spec §2.2).
-func validHashPart(s string) bool {
-	if len(s) != 32 {
-		return false
-	}
-	for i := range len(s) {
-		c := s[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' && c != 'e' && c != 'o' && c != 'u' && c != 't') {
-			return false
-		}
-	}
-	return true
 }

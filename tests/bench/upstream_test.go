@@ -196,23 +196,7 @@ func benchServeDir(b *testing.B, dir string) string {
 	return "http://" + ln.Addr().String()
 }
 
-// benchSubstituteServer starts substitute-server with an empty cache and
-// returns its URL.
-func benchSubstituteServer(b *testing.B, args ...string) (string, *testenv.Process) {
-	args = append([]string{"substitute-server", "--store", filepath.Join(b.TempDir(), "cache.sqlite"), "--listen", "127.0.0.1:0"}, args...)
-	p := testenv.Start(b, args...)
-	end := time.Now().Add(30 * time.Second)
-	for {
-		if line, _, ok := strings.Cut(p.Stdout(), "\n"); ok && strings.HasPrefix(line, "http://") {
-			return line, p
-		}
-		select {
-		case <-p.Done():
-			b.Fatalf("substitute-server exited: %s", p.Stderr())
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(end) {
-			b.Fatalf("substitute-server did not print its URL:\n%s", p.Stderr())
-		}
-	}
+// benchSubstituteServer starts substitute-server with an empty cache and returns its URL.
+func benchSubstituteServer(b testing.TB, args ...string) (string, *testenv.Process) {
+	return testenv.StartSubstituteServer(b, args...)
 }

@@ -110,26 +110,7 @@ func Env(t testing.TB) []string {
 // ends if it is still running.
 func Start(t testing.TB, args ...string) *Process {
 	t.Helper()
-	p := &Process{Cmd: exec.Command(Erismount(t), args...), done: make(chan struct{})}
-	p.Cmd.Env = Env(t)
-	p.Cmd.Stdout = &p.stdout
-	p.Cmd.Stderr = &p.stderr
-	if err := p.Cmd.Start(); err != nil {
-		t.Fatalf("testenv: start erismount: %v", err)
-	}
-	go func() {
-		p.err = p.Cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			p.Cmd.Process.Kill()
-			<-p.done
-		}
-	})
-	return p
+	return StartEnv(t, nil, args...)
 }
 
 // Stdout and Stderr are what the process wrote so far.
@@ -180,9 +161,7 @@ func (p *Process) Interrupt(t testing.TB, dir string) {
 // exit code.
 func Run(t testing.TB, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	p := Start(t, args...)
-	code = p.Wait(2 * time.Minute)
-	return p.Stdout(), p.Stderr(), code
+	return RunEnv(t, nil, args...)
 }
 
 // WaitMounted waits until a live mount is at dir (one that answers

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -59,4 +60,17 @@ func FirstLine(t testing.TB, p *Process, timeout time.Duration) string {
 			t.Fatalf("testenv: erismount printed no line in %v:\n%s", timeout, p.Stderr())
 		}
 	}
+}
+
+// StartSubstituteServer starts `erismount substitute-server` with an
+// empty block cache, listening on a loopback port, and returns its URL.
+func StartSubstituteServer(t testing.TB, args ...string) (string, *Process) {
+	t.Helper()
+	args = append([]string{"substitute-server", "--store", filepath.Join(t.TempDir(), "cache.sqlite"), "--listen", "127.0.0.1:0"}, args...)
+	p := Start(t, args...)
+	line := FirstLine(t, p, 30*time.Second)
+	if !strings.HasPrefix(line, "http://") {
+		t.Fatalf("testenv: substitute-server printed %q, not its URL:\n%s", line, p.Stderr())
+	}
+	return line, p
 }
