@@ -180,7 +180,7 @@ func BenchmarkSubstituteUpstream(b *testing.B) {
 								r.took, _, _ = strings.Cut(l[i+len("source="):], " ")
 							}
 						}
-						if strings.Contains(l, "failed") {
+						if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
 							b.Log(l)
 						}
 					}
