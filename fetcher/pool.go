@@ -148,6 +148,7 @@ type poolPeer struct {
 	deadUntil time.Time // zero: live
 	backoff   time.Duration
 	lastTry   time.Time // when the peer died or was last probed
+	lastErr   error     // why it died (or its last probe failed)
 	probing   bool
 
 	requests, probes, hedges, blocks, bytes, notFound, errs, timeouts, corrupt atomic.Uint64
@@ -468,6 +469,12 @@ func (pl *Pool) choose(ctx context.Context, ref eris.Ref) (live, probes []candid
 		case len(pl.peerList()) == 0:
 			return nil, nil, 0, fmt.Errorf("get block %s: %w: the pool has no peers", ref.Str(), ErrNoPeers)
 		case wait == nil || !demand || waits >= len(pl.peerList()):
+			// Why they died goes with it: a peer dead for a corrupt
+			// block makes this a verification failure (errors.Is
+			// eris.ErrCorrupt), not only an unreachable one.
+			if why := pl.deadReasons(); why != nil {
+				return nil, nil, dead, fmt.Errorf("get block %s: %w: all %d peers are backing off after failures (%w)", ref.Str(), ErrNoPeers, dead, why)
+			}
 			return nil, nil, dead, fmt.Errorf("get block %s: %w: all %d peers are backing off after failures", ref.Str(), ErrNoPeers, dead)
 		}
 		select {
@@ -478,6 +485,19 @@ func (pl *Pool) choose(ctx context.Context, ref eris.Ref) (live, probes []candid
 			return nil, nil, dead, ErrClosed
 		}
 	}
+}
+
+// deadReasons joins the errors the dead peers died of.
+func (pl *Pool) deadReasons() error {
+	var errs []error
+	for _, pp := range pl.peerList() {
+		pp.mu.Lock()
+		if !pp.deadUntil.IsZero() && pp.lastErr != nil {
+			errs = append(errs, pp.lastErr)
+		}
+		pp.mu.Unlock()
+	}
+	return errors.Join(errs...)
 }
 
 // retriable reports whether asking the same peer again may work: not for
@@ -627,12 +647,12 @@ func (pl *Pool) record(pp *poolPeer, probe bool, ctx context.Context, t0 time.Ti
 	switch {
 	case probe:
 		pp.backoff = min(2*pp.backoff, pl.opts.MaxBackoff)
-		pp.deadUntil = now.Add(pp.backoff)
+		pp.deadUntil, pp.lastErr = now.Add(pp.backoff), err
 		pl.log.Debug("peer still dead", "peer", pp.url, "next probe in", pp.backoff, "err", err)
 	case !pp.deadUntil.IsZero():
 		// A straggler of a peer already dead: its probe decides.
 	case pp.failures >= pl.opts.FailThreshold:
-		pp.deadUntil = now.Add(pp.backoff)
+		pp.deadUntil, pp.lastErr = now.Add(pp.backoff), err
 		pp.lastTry = now
 		pl.log.Warn("peer is dead, skipping it", "peer", pp.url, "for", pp.backoff, "err", err)
 	}

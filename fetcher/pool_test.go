@@ -383,3 +383,22 @@ func TestPoolAddPeer(t *testing.T) {
 		t.Fatal("AddPeer took a peer after Close")
 	}
 }
+
+// TestPoolNoPeersSaysWhy: a read while the only peer is dead for a
+// corrupt block fails with ErrNoPeers and with the cause, so the CLI says
+// "verification failed" (exit 4) whichever read failed first.
+func TestPoolNoPeersSaysWhy(t *testing.T) {
+	blocks := randomBlocks(t, 2, eris.BlockSize1K)
+	store, refs := storeWith(t, blocks...)
+	liar := newFake("liar", store, 0)
+	liar.flip = true
+	pl := NewPool([]Peer{liar}, PoolOptions{Backoff: time.Hour, MaxBackoff: time.Hour, ProbeInterval: time.Hour})
+	defer pl.Close()
+	if _, err := pl.GetBlock(context.Background(), refs[0]); !errors.Is(err, eris.ErrCorrupt) {
+		t.Fatalf("first read: %v, want ErrCorrupt", err)
+	}
+	_, err := pl.GetBlock(context.Background(), refs[1])
+	if !errors.Is(err, ErrNoPeers) || !errors.Is(err, eris.ErrCorrupt) {
+		t.Fatalf("read with the liar dead: %v, want ErrNoPeers and ErrCorrupt", err)
+	}
+}
