@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -51,20 +50,9 @@ func TestMountSmallCache(t *testing.T) {
 			}
 		}
 	}
-	server := filepath.Join(tmp, "server.sqlite")
-	out, stderr, code := cli(t, "", "--store", server, "publish", src)
-	if code != 0 {
-		t.Fatalf("publish: %s", stderr)
-	}
-	urn := strings.Fields(out)[0]
-	peer := servedStore(t, server)
+	urn, peer := publishServed(t, tmp, src)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metricsAddr := ln.Addr().String()
-	ln.Close()
+	metricsAddr := freeAddr(t)
 	mnt := filepath.Join(tmp, "mnt")
 	os.Mkdir(mnt, 0o755)
 	store := filepath.Join(tmp, "cache.sqlite")
@@ -131,7 +119,7 @@ func TestMountSmallCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := cache.OpenSQLite(server, cache.SQLiteOptions{SoftQuota: cache.Unlimited})
+	s, err := cache.OpenSQLite(filepath.Join(tmp, "server.sqlite"), cache.SQLiteOptions{SoftQuota: cache.Unlimited})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -34,20 +33,9 @@ func TestMountMetrics(t *testing.T) {
 	chacha.Read(content)
 	os.WriteFile(filepath.Join(src, "share", "data"), content, 0o644)
 	os.WriteFile(filepath.Join(src, "share", "other"), bytes.Repeat([]byte("x"), 100000), 0o644)
-	server := filepath.Join(tmp, "server.sqlite")
-	out, stderr, code := cli(t, "", "--store", server, "publish", src)
-	if code != 0 {
-		t.Fatalf("publish: %s", stderr)
-	}
-	urn := strings.Fields(out)[0]
-	peer := servedStore(t, server)
+	urn, peer := publishServed(t, tmp, src)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metricsAddr := ln.Addr().String()
-	ln.Close()
+	metricsAddr := freeAddr(t)
 	mnt := filepath.Join(tmp, "mnt")
 	os.Mkdir(mnt, 0o755)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -34,13 +34,7 @@ func TestMountServesWhatItHolds(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	server := filepath.Join(tmp, "server.sqlite")
-	out, stderr, code := cli(t, "", "--store", server, "publish", src)
-	if code != 0 {
-		t.Fatalf("publish: %s", stderr)
-	}
-	urn := strings.Fields(out)[0]
-	publisher := servedStore(t, server)
+	urn, publisher := publishServed(t, tmp, src)
 
 	mnt := filepath.Join(tmp, "mnt")
 	os.Mkdir(mnt, 0o755)
@@ -76,7 +70,7 @@ func TestMountServesWhatItHolds(t *testing.T) {
 		}
 	}
 	read("a")
-	_, stderr, code = cli(t, "", "--store", filepath.Join(tmp, "other1.sqlite"), "--peer", node, "get", urn, filepath.Join(tmp, "got1"))
+	_, stderr, code := cli(t, "", "--store", filepath.Join(tmp, "other1.sqlite"), "--peer", node, "get", urn, filepath.Join(tmp, "got1"))
 	if code != exitUnavailable {
 		t.Fatalf("get from a node that has read only one file: exit %d, want %d (%s)", code, exitUnavailable, stderr)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,30 @@ import (
 	"erismount/cache"
 	"erismount/fetcher"
 )
+
+// publishServed publishes the tree src into tmp/server.sqlite and serves
+// that store; it returns the tree's URN and the server's peer URL.
+func publishServed(t *testing.T, tmp, src string) (urn, peer string) {
+	t.Helper()
+	server := filepath.Join(tmp, "server.sqlite")
+	out, stderr, code := cli(t, "", "--store", server, "publish", src)
+	if code != 0 {
+		t.Fatalf("publish: %s", stderr)
+	}
+	return strings.Fields(out)[0], servedStore(t, server)
+}
+
+// freeAddr returns a loopback TCP address free a moment ago (for
+// --metrics, which takes an address, not a listener).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
 
 // servedStore starts a block server (CoAP over TCP on loopback) over the
 // SQLite store at path and returns its URL.
