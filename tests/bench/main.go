@@ -42,6 +42,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		jsonOut    = fl.String("json", "", "with -suite: also write every sample as JSON to this file")
 		render     = fl.String("render", "", "print the report of the suite run saved with -json in this file, and run nothing")
 		prepCache  = fl.String("prep-cache", "", "with -suite: keep the compressed nars in this directory between runs (compressing is not measured)")
+		scens      = fl.String("scenarios", "", "with -suite: measure only these scenarios, comma separated (nar, zstd, xz, ls+small, blocks, eris-nar, upgrade); empty: all")
 		suite      = fl.String("suite", "", "measure whole items of real software instead: trees, comma separated (toolchain, protobuf, coreutils, libc6, perl-modules-5.36, generated; \"all\")")
 	)
 	fl.IntVar(&cfg.Files, "files", 4000, "files in the generated tree")
@@ -95,7 +96,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				return fmt.Errorf("-suite: unknown tree %q (known: %s)", n, strings.Join(itemOrder, ", "))
 			}
 		}
-		sc := SuiteConfig{Items: names, PrepCache: *prepCache, Shape: cfg.Shape, Runs: cfg.Runs, GenFiles: cfg.Files, GenBytes: cfg.Bytes,
+		sc := SuiteConfig{Items: names, Scenarios: splitList(*scens, ","), PrepCache: *prepCache, Shape: cfg.Shape, Runs: cfg.Runs, GenFiles: cfg.Files, GenBytes: cfg.Bytes,
 			Erismount: cfg.Erismount, WorkDir: cfg.WorkDir, Keep: cfg.Keep, DropCaches: cfg.DropCaches, Logger: cfg.Logger}
 		res, err := RunSuite(ctx, sc)
 		if err != nil {

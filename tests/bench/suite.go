@@ -31,7 +31,10 @@ import (
 
 // SuiteConfig is one run of the suite.
 type SuiteConfig struct {
-	Items     []string // names among itemOrder
+	Items []string // names among itemOrder
+	// Scenarios, if not empty, limits the run to these scenario keys
+	// (nar, zstd, xz, ls+small, blocks, eris-nar, upgrade).
+	Scenarios []string
 	Shape     Shape
 	Runs      int
 	ZstdLevel int // of the zstd nar (`zstd -19`)
@@ -314,7 +317,7 @@ func (s *suiteRun) item(ctx context.Context, it Item) (*ItemResult, error) {
 		return removeAll(dest)
 	}
 	measure := func(key string, p *Proxy, f func() error) {
-		if key == scUpgrade && it.Older == "" {
+		if key == scUpgrade && it.Older == "" || len(s.cfg.Scenarios) > 0 && !slices.Contains(s.cfg.Scenarios, key) {
 			return
 		}
 		if err := reset(); err != nil {
