@@ -15,6 +15,14 @@ func Walk(ctx context.Context, rc ReadCapability, g BlockGetter, visit func(ref 
 	return r.walk(ctx, pair{ref: rc.Root(), key: rc.RootKey()}, rc.Level(), visit)
 }
 
+// Walk is the package's Walk over the reader's content, its internal nodes
+// fetched through the reader's node cache and checked as its reads check
+// them (ReaderOptions): a reader sharing a tree's node cache walks what
+// was walked or read before without fetching it again.
+func (r *Reader) Walk(ctx context.Context, visit func(ref Ref, level int) error) error {
+	return r.walk(ctx, pair{ref: r.rc.Root(), key: r.rc.RootKey()}, r.rc.Level(), visit)
+}
+
 func (r *Reader) walk(ctx context.Context, p pair, level int, visit func(Ref, int) error) error {
 	if err := visit(p.ref, level); err != nil {
 		return err

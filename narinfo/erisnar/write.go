@@ -26,6 +26,20 @@ type Options struct {
 	// ReadAhead × SmallFile bytes of content (32 MiB by default) wait in
 	// memory.
 	SmallFile int
+	// FetchAhead bounds the bytes of blocks the local store lacks that are
+	// fetched ahead of the writer, when the tree's getter can say which
+	// blocks it holds (erisfs.BlockHolder, as cache.Tiered can): before
+	// the nar starts, the missing blocks of the whole tree are looked up,
+	// and fetched in order, FetchConcurrency at once, while the writer
+	// streams what is held. 0 means 32 MiB; negative turns it off. The
+	// blocks land in the getter's cache, not here: what waits in memory is
+	// bounded by that cache, and FetchAhead keeps the fetch from running so
+	// far ahead that a cache smaller than the tree drops blocks before the
+	// writer reaches them.
+	FetchAhead int64
+	// FetchConcurrency bounds the missing blocks requested at once; 0
+	// means 256 (see erisfs.FetchMissingOptions).
+	FetchConcurrency int
 }
 
 func (o Options) withDefaults() Options {
@@ -34,6 +48,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.SmallFile <= 0 {
 		o.SmallFile = 256 << 10
+	}
+	if o.FetchAhead == 0 {
+		o.FetchAhead = 32 << 20
 	}
 	return o
 }
@@ -207,6 +224,23 @@ func write(ctx context.Context, w io.Writer, t *erisfs.Tree, opts Options) (err 
 		cancel()
 		wg.Wait()
 	}()
+	var win *window
+	if opts.FetchAhead > 0 {
+		if _, ok := t.Getter().(erisfs.BlockHolder); ok {
+			win = newWindow(opts.FetchAhead)
+			var files []*erisfs.Entry
+			for e := range t.All() {
+				if e.Kind().IsFile() {
+					files = append(files, e)
+				}
+			}
+			wg.Go(func() {
+				// A failure here is no failure of the nar: the writer
+				// reads every block itself and reports what fails.
+				t.FetchMissing(ctx, files, erisfs.FetchMissingOptions{Concurrency: opts.FetchConcurrency, Admit: win.admit})
+			})
+		}
+	}
 	ahead := make(chan *file, opts.ReadAhead)
 	wg.Go(func() {
 		defer close(ahead)
@@ -254,6 +288,7 @@ func write(ctx context.Context, w io.Writer, t *erisfs.Tree, opts Options) (err 
 			}
 		}
 		f.data = nil
+		win.pass(e.Ino())
 	}
 	return nw.Close()
 }
@@ -320,4 +355,72 @@ func displayPath(p string) string {
 		return "the root"
 	}
 	return p
+}
+
+// window keeps the fetch of missing blocks at most max bytes ahead of the
+// writer: a file's missing bytes count from when they are admitted until
+// the writer has passed the file.
+type window struct {
+	mu      sync.Mutex
+	max     int64
+	used    int64
+	pending []admitted // in Ino order
+	passed  uint64     // the last file the writer has written
+	waiting bool
+	wake    chan struct{} // closed when the writer passes a file while someone waits
+}
+
+type admitted struct {
+	ino   uint64
+	bytes int64
+}
+
+func newWindow(max int64) *window {
+	return &window{max: max, wake: make(chan struct{})}
+}
+
+// admit waits until the n bytes of e fit in the window (or it is empty,
+// for a file larger than the window) or the writer has passed e.
+func (w *window) admit(ctx context.Context, e *erisfs.Entry, n int64) error {
+	for {
+		w.mu.Lock()
+		if e.Ino() <= w.passed {
+			w.mu.Unlock()
+			return nil
+		}
+		if w.used == 0 || w.used+n <= w.max {
+			w.used += n
+			w.pending = append(w.pending, admitted{e.Ino(), n})
+			w.mu.Unlock()
+			return nil
+		}
+		w.waiting = true
+		wake := w.wake
+		w.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// pass says the writer has written the file numbered ino.
+func (w *window) pass(ino uint64) {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.passed = ino
+	i := 0
+	for ; i < len(w.pending) && w.pending[i].ino <= ino; i++ {
+		w.used -= w.pending[i].bytes
+	}
+	w.pending = w.pending[i:]
+	if w.waiting && i > 0 {
+		w.waiting = false
+		close(w.wake)
+		w.wake = make(chan struct{})
+	}
 }
