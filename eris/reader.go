@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -269,6 +270,7 @@ func (r *Reader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 	first := off / bs
 	lastWanted := (off + int64(len(p)) - 1) / bs
 	type leafJob struct {
+		idx  int64 // the leaf's number
 		info leafInfo
 		dst  []byte // where this leaf's bytes go in p
 		skip int    // bytes of the leaf before dst
@@ -290,7 +292,7 @@ func (r *Reader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 			start = 0
 		}
 		end := min(int64(len(p)), (i+1)*bs-off)
-		jobs = append(jobs, leafJob{info: info, dst: p[start:end], skip: skip})
+		jobs = append(jobs, leafJob{idx: i, info: info, dst: p[start:end], skip: skip})
 		if info.last {
 			break
 		}
@@ -311,6 +313,7 @@ func (r *Reader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 			if valid, err = unpad(j.info.pair.ref, b); err != nil {
 				return err
 			}
+			r.size.Store(j.idx*bs + int64(valid)) // the content ends here
 		}
 		if j.skip < valid {
 			got[k] = copy(j.dst, b[j.skip:valid])
@@ -422,47 +425,61 @@ func (r *Reader) Seek(offset int64, whence int) (int64, error) {
 	return r.off, nil
 }
 
-// writeToChunk is how much WriteTo asks of ReadAt at once: enough leaves to
-// keep a peer pool busy, little enough to bound memory (two chunks in flight).
-const writeToChunk = 2 << 20
+// WriteTo keeps writeToAhead reads of a 32 KiB chunk (a leaf, or 32 of
+// 1 KiB) in flight, issued in order, and writes each as soon as it and
+// those before it are in: the stream starts after one leaf's round trip,
+// and a link stays busy across the whole content. Bigger chunks fetched
+// all at once delayed the first byte until the whole chunk had come (a 3
+// MB nar over a 20 ms link: 1.3 times its HTTP download with two 2 MiB
+// chunks). At most 32 × 32 KiB (1 MiB) waits in memory.
+const (
+	writeToChunk = 32 << 10
+	writeToAhead = 32
+)
 
 // WriteTo implements io.WriterTo: it streams the content from the current
-// offset to w, fetching the next chunk while the previous one is written.
+// offset to w, fetching the chunks ahead while the earlier ones are written.
 func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	ctx, cancel := context.WithCancel(r.ctx)
-	defer cancel()
 	type chunk struct {
-		buf []byte
-		n   int
-		err error
+		buf  []byte
+		n    int
+		err  error
+		done chan struct{}
 	}
-	chunks := make(chan chunk, 1)
-	free := make(chan []byte, 2)
-	free <- make([]byte, writeToChunk)
-	free <- make([]byte, writeToChunk)
-	go func() {
+	chunks := make(chan *chunk, writeToAhead-1) // and one being written
+	var wg sync.WaitGroup
+	defer func() {
+		cancel() // the readers stop, the producer no longer waits
+		wg.Wait()
+	}()
+	size := r.size.Load() // -1 until known: read until a short chunk
+	chunkSize := max(writeToChunk, r.rc.BlockSize())
+	wg.Go(func() {
 		defer close(chunks)
-		for off := r.off; ; {
-			var buf []byte
+		for off := r.off; size < 0 || off < size; off += int64(chunkSize) {
+			c := &chunk{buf: make([]byte, chunkSize), done: make(chan struct{})}
 			select {
-			case buf = <-free:
+			case chunks <- c:
 			case <-ctx.Done():
 				return
 			}
-			n, err := r.ReadAtContext(ctx, buf, off)
-			off += int64(n)
-			select {
-			case chunks <- chunk{buf, n, err}:
-			case <-ctx.Done():
-				return
-			}
-			if err != nil {
-				return
+			wg.Go(func() {
+				defer close(c.done)
+				c.n, c.err = r.ReadAtContext(ctx, c.buf, off)
+			})
+			if size < 0 {
+				// Past the end a ReadAt ends with io.EOF; stop issuing
+				// chunks once one has come back short.
+				if s := r.size.Load(); s >= 0 {
+					size = s
+				}
 			}
 		}
-	}()
+	})
 	var total int64
 	for c := range chunks {
+		<-c.done
 		if c.n > 0 {
 			m, err := w.Write(c.buf[:c.n])
 			total += int64(m)
@@ -477,7 +494,6 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 		if c.err != nil {
 			return total, c.err
 		}
-		free <- c.buf
 	}
 	return total, ctx.Err()
 }

@@ -269,14 +269,25 @@ func TestContextCancelled(t *testing.T) {
 }
 
 func TestWriteTo(t *testing.T) {
-	for _, size := range []int64{0, 1, 5 << 20, 5<<20 + 777} {
-		content, rc, s := encodeRandom(t, size, eris.BlockSize32K, uint64(size)+5)
+	for _, tc := range []struct {
+		size      int64
+		bs        int
+		sizeFirst bool // the reader knows the size before WriteTo
+	}{
+		{0, eris.BlockSize32K, false}, {1, eris.BlockSize32K, false}, {256 << 10, eris.BlockSize32K, false},
+		{5 << 20, eris.BlockSize32K, false}, {5<<20 + 777, eris.BlockSize32K, false}, {5<<20 + 777, eris.BlockSize32K, true},
+		{1 << 20, eris.BlockSize1K, false}, {300000, eris.BlockSize1K, true},
+	} {
+		content, rc, s := encodeRandom(t, tc.size, tc.bs, uint64(tc.size)+5)
 		r, _ := eris.NewReader(context.Background(), rc, s)
-		r.Seek(min(size, 3), io.SeekStart)
+		if tc.sizeFirst {
+			r.Size()
+		}
+		r.Seek(min(tc.size, 3), io.SeekStart)
 		var out bytes.Buffer
 		n, err := r.WriteTo(&out)
-		if err != nil || n != int64(out.Len()) || !bytes.Equal(out.Bytes(), content[min(size, 3):]) {
-			t.Fatalf("size %d: WriteTo = %d, %v; content equal: %v", size, n, err, bytes.Equal(out.Bytes(), content[min(size, 3):]))
+		if err != nil || n != int64(out.Len()) || !bytes.Equal(out.Bytes(), content[min(tc.size, 3):]) {
+			t.Fatalf("%+v: WriteTo = %d, %v; content equal: %v", tc, n, err, bytes.Equal(out.Bytes(), content[min(tc.size, 3):]))
 		}
 	}
 	// A corrupt block stops the stream with ErrCorrupt.

@@ -171,6 +171,7 @@ func (c *Checked) Finish() error {
 // file is a file's content being fetched ahead of the writer.
 type file struct {
 	e    *erisfs.Entry
+	g    eris.BlockGetter // the blocks read ahead for it; nil: the tree's getter
 	done chan struct{}
 	// Set before done is closed:
 	data []byte       // the content, or its first part when size is larger
@@ -184,7 +185,7 @@ type file struct {
 // reader stops at the last leaf.
 func (f *file) fetch(ctx context.Context, t *erisfs.Tree, small int) {
 	defer close(f.done)
-	r, err := t.Open(ctx, f.e)
+	r, err := t.OpenVia(ctx, f.e, f.g)
 	if err != nil {
 		f.err = err
 		return
@@ -224,39 +225,29 @@ func write(ctx context.Context, w io.Writer, t *erisfs.Tree, opts Options) (err 
 		cancel()
 		wg.Wait()
 	}()
-	var win *window
-	if opts.FetchAhead > 0 {
-		if _, ok := t.Getter().(erisfs.BlockHolder); ok {
-			win = newWindow(opts.FetchAhead)
-			var files []*erisfs.Entry
-			for e := range t.All() {
-				if e.Kind().IsFile() {
-					files = append(files, e)
-				}
-			}
-			wg.Go(func() {
-				// A failure here is no failure of the nar: the writer
-				// reads every block itself and reports what fails.
-				t.FetchMissing(ctx, files, erisfs.FetchMissingOptions{Concurrency: opts.FetchConcurrency, Admit: win.admit})
-			})
-		}
-	}
 	ahead := make(chan *file, opts.ReadAhead)
-	wg.Go(func() {
-		defer close(ahead)
-		for e := range t.All() {
-			if !e.Kind().IsFile() {
-				continue
+	var win *window
+	if loc, ok := t.Getter().(local); ok && opts.FetchAhead > 0 {
+		win = newWindow(opts.FetchAhead)
+		p := &planner{t: t, loc: loc, opts: opts, win: win}
+		wg.Go(func() { p.run(ctx, &wg, ahead) })
+	} else {
+		wg.Go(func() {
+			defer close(ahead)
+			for e := range t.All() {
+				if !e.Kind().IsFile() {
+					continue
+				}
+				f := &file{e: e, done: make(chan struct{})}
+				select {
+				case ahead <- f:
+				case <-ctx.Done():
+					return
+				}
+				wg.Go(func() { f.fetch(ctx, t, opts.SmallFile) })
 			}
-			f := &file{e: e, done: make(chan struct{})}
-			select {
-			case ahead <- f:
-			case <-ctx.Done():
-				return
-			}
-			wg.Go(func() { f.fetch(ctx, t, opts.SmallFile) })
-		}
-	})
+		})
+	}
 
 	nw := nar.NewWriter(w)
 	for e := range t.All() {

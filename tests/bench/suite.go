@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"erismount/cache"
@@ -377,13 +378,14 @@ func (s *suiteRun) item(ctx context.Context, it Item) (*ItemResult, error) {
 			// No SQLite here: the compressed nar's blocks are of no use
 			// to later items (compression hides what versions share).
 			return s.viaBlocks(ctx, "", func(g eris.BlockGetter) (io.ReadCloser, error) {
-				er, err := eris.NewReader(ctx, narCap, g)
+				// Tiered verifies what the peer sends: no second hash.
+				er, err := eris.NewReaderOptions(ctx, narCap, g, eris.ReaderOptions{GetterVerifies: true})
 				if err != nil {
 					return nil, err
 				}
 				pr, pw := io.Pipe()
 				go func() {
-					_, err := er.WriteTo(pw) // each leaf fetched once, in order, many at a time
+					_, err := er.WriteTo(pw) // each leaf fetched once, in order, many at a time, streamed as chunks come
 					pw.CloseWithError(err)
 				}()
 				return pr, nil
@@ -436,12 +438,47 @@ func (s *suiteRun) viaBlocks(ctx context.Context, storePath string, open func(er
 	opts.Remote = pool
 	tiered := cache.NewTiered(opts)
 	defer tiered.Close()
+	t0, cpu0 := time.Now(), cpuTime()
 	rc, err := open(tiered)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	return unpackStream(ctx, rc, method, want, dest)
+	pr := &phaseReader{r: rc, t0: t0}
+	tOpen := time.Since(t0)
+	err = unpackStream(ctx, pr, method, want, dest)
+	st := tiered.Stats()
+	s.log.Info("phases", "open", tOpen.Round(time.Millisecond), "first-byte", pr.first.Round(time.Millisecond),
+		"stream-end", pr.end.Round(time.Millisecond), "unpacked", time.Since(t0).Round(time.Millisecond),
+		"cpu", (cpuTime() - cpu0).Round(time.Millisecond), "mem-hits", st.MemoryHits, "disk-hits", st.DiskHits,
+		"remote-hits", st.RemoteHits, "merged", st.Merged)
+	return err
+}
+
+// phaseReader notes when the first byte and the end of a stream came.
+type phaseReader struct {
+	r          io.Reader
+	t0         time.Time
+	first, end time.Duration
+}
+
+func (p *phaseReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 && p.first == 0 {
+		p.first = time.Since(p.t0)
+	}
+	if err != nil && p.end == 0 {
+		p.end = time.Since(p.t0)
+	}
+	return n, err
+}
+
+// cpuTime is the CPU time of this process and its waited-for children.
+func cpuTime() time.Duration {
+	var self, kids syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &kids)
+	return time.Duration(self.Utime.Nano() + self.Stime.Nano() + kids.Utime.Nano() + kids.Stime.Nano())
 }
 
 // seed fills the client cache at path with the blocks of the tree at dir,
