@@ -9,6 +9,11 @@
 // round trip per file; Write instead reads the next files (their sizes and,
 // for small ones, their whole contents) concurrently while the current one
 // is written, and streams large files with the eris reader's own read-ahead.
+// When the tree's getter is a cache in front of peers (cache.Tiered), Write
+// plans the whole tree first: which leaves the cache lacks, fetched ahead
+// many at once while the held ones stream, and held leaves read from the
+// cache in bulk. An upgrade — a tree whose older version is cached — then
+// costs one pass over the cache and the new blocks at the link's speed.
 //
 // WriteChecked is Write held to a narinfo: it hashes the nar as it goes,
 // fails as soon as it grows past NarSize, and keeps the last bytes of the

@@ -2,6 +2,7 @@ package erisnar
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	"golang.org/x/sync/errgroup"
@@ -19,10 +20,14 @@ type local interface {
 }
 
 const (
-	// planBatch is how many files the planner walks and looks up at once.
+	// planBatch is how many files the planner walks and looks up at once,
+	// after a first batch of planFirst, doubling.
 	planBatch = 256
-	// planWalkers bounds the contents whose internal nodes are walked at once.
-	planWalkers = 8
+	planFirst = 8
+	// planWalkers bounds the contents whose internal nodes are walked at
+	// once: many, for a tree whose nodes are not cached (a cold read) is
+	// walked at a round trip per file.
+	planWalkers = 64
 	// stageFiles and stageLeaves bound a group of files whose held leaves
 	// are read in one GetHeldBlocks.
 	stageFiles  = 32
@@ -99,8 +104,11 @@ func (p *planner) run(ctx context.Context, wg *sync.WaitGroup, ahead chan<- *fil
 // the leaves the store lacks (each content once), admitted by the window.
 func (p *planner) plan(ctx context.Context, files []*erisfs.Entry, plans chan<- *plan, missing chan<- eris.Ref) {
 	queued := make(map[eris.ReadCapability]bool)
-	for start := 0; start < len(files); start += planBatch {
-		batch := files[start:min(start+planBatch, len(files))]
+	// The first batches are small, so that the writer starts at once.
+	size := planFirst
+	for start := 0; start < len(files); start += size {
+		size = min(2*size, planBatch)
+		batch := files[start:min(start+size, len(files))]
 		// The root nodes of the batch in one bulk read, then the walks.
 		var roots []eris.Ref
 		for _, e := range batch {
@@ -175,6 +183,9 @@ func (p *planner) stage(ctx context.Context, wg *sync.WaitGroup, files []*erisfs
 	}
 	var group []staging
 	leaves := 0
+	// flush sends the group's files to the writer, in order, and reads
+	// their held leaves in the background: the groups ahead of the writer
+	// (ReadAhead files) are read and verified on every core.
 	flush := func() bool {
 		var refs []eris.Ref
 		for _, s := range group {
@@ -186,32 +197,39 @@ func (p *planner) stage(ctx context.Context, wg *sync.WaitGroup, files []*erisfs
 				}
 			}
 		}
-		var got [][]byte
-		if len(refs) > 0 {
-			got, _ = p.loc.GetHeldBlocks(ctx, refs) // nil on failure: the fetches read alone
-		}
-		at := 0
-		for _, s := range group {
-			if s.pl != nil {
-				n := 0
-				for _, h := range s.pl.held {
-					if h {
-						n++
-					}
-				}
-				if got != nil {
-					s.f.g = newStaged(refs[at:at+n], got[at:at+n], p.t.Getter())
-				}
-				at += n
+		g := slices.Clone(group)
+		group, leaves = group[:0], 0
+		// The read starts before the files are handed over: the writer
+		// may be waiting for the first of them already.
+		wg.Go(func() {
+			var got [][]byte
+			if len(refs) > 0 {
+				got, _ = p.loc.GetHeldBlocks(ctx, refs) // nil on failure: the fetches read alone
 			}
+			at := 0
+			for _, s := range g {
+				if s.pl != nil {
+					n := 0
+					for _, h := range s.pl.held {
+						if h {
+							n++
+						}
+					}
+					if got != nil {
+						s.f.g = newStaged(refs[at:at+n], got[at:at+n], p.t.Getter())
+					}
+					at += n
+				}
+				wg.Go(func() { s.f.fetch(ctx, p.t, p.opts.SmallFile) })
+			}
+		})
+		for _, s := range g {
 			select {
 			case ahead <- s.f:
 			case <-ctx.Done():
 				return false
 			}
-			wg.Go(func() { s.f.fetch(ctx, p.t, p.opts.SmallFile) })
 		}
-		group, leaves = group[:0], 0
 		return true
 	}
 	open := true
@@ -235,10 +253,14 @@ func (p *planner) stage(ctx context.Context, wg *sync.WaitGroup, files []*erisfs
 			}
 		}
 		f := &file{e: e, done: make(chan struct{})}
-		if pl != nil && pl.e == e && len(pl.leaves) <= p.opts.SmallFile/e.Capability().BlockSize()+1 {
+		switch {
+		case pl == nil || pl.e != e:
+			group = append(group, staging{f, nil})
+		case len(pl.leaves) <= p.opts.SmallFile/e.Capability().BlockSize()+1:
 			group = append(group, staging{f, pl})
 			leaves += len(pl.leaves)
-		} else {
+		default: // a large file: its leaves in bulk as its reads reach them
+			f.g = newSegmented(p.loc, p.t.Getter(), pl)
 			group = append(group, staging{f, nil})
 		}
 		if len(group) >= stageFiles || leaves >= stageLeaves {
@@ -289,6 +311,93 @@ func (s *staged) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 	b, ok := s.blocks[ref]
 	if ok {
 		delete(s.blocks, ref)
+	}
+	s.mu.Unlock()
+	if ok {
+		return b, nil
+	}
+	return s.g.GetBlock(ctx, ref)
+}
+
+// segmentLeaves is how many leaves of a large file one bulk read gets: a
+// chunk of copyAhead in 32 KiB leaves.
+const segmentLeaves = chunkSize / eris.BlockSize32K
+
+// segmented hands out the held leaves of one large file, reading them from
+// the store in bulk, a segment of segmentLeaves at a time, when the first
+// of a segment is asked for; the getter behind serves the rest. Blocks are
+// handed out once and dropped, so what it holds is bounded by the reads in
+// flight.
+type segmented struct {
+	loc    local
+	g      eris.BlockGetter
+	leaves []eris.Ref
+	held   []bool
+	at     map[eris.Ref]int // a leaf's first index
+
+	mu   sync.Mutex
+	segs map[int]*segment
+}
+
+type segment struct {
+	done   chan struct{}
+	blocks map[eris.Ref][]byte // guarded by segmented.mu once done
+}
+
+func newSegmented(loc local, g eris.BlockGetter, pl *plan) *segmented {
+	s := &segmented{loc: loc, g: g, leaves: pl.leaves, held: pl.held, at: make(map[eris.Ref]int, len(pl.leaves)), segs: make(map[int]*segment)}
+	for i, ref := range pl.leaves {
+		if _, ok := s.at[ref]; !ok {
+			s.at[ref] = i
+		}
+	}
+	return s
+}
+
+// GetBlock returns the leaf from its segment, read in bulk, or asks the
+// getter behind.
+func (s *segmented) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
+	i, ok := s.at[ref]
+	if !ok {
+		return s.g.GetBlock(ctx, ref) // an internal node
+	}
+	n := i / segmentLeaves
+	s.mu.Lock()
+	seg, loaded := s.segs[n]
+	if !loaded {
+		seg = &segment{done: make(chan struct{})}
+		s.segs[n] = seg
+	}
+	s.mu.Unlock()
+	if !loaded {
+		var refs []eris.Ref
+		for k := n * segmentLeaves; k < min((n+1)*segmentLeaves, len(s.leaves)); k++ {
+			if s.held[k] {
+				refs = append(refs, s.leaves[k])
+			}
+		}
+		blocks := make(map[eris.Ref][]byte, len(refs))
+		if got, err := s.loc.GetHeldBlocks(ctx, refs); err == nil {
+			for k, b := range got {
+				if b != nil {
+					blocks[refs[k]] = b
+				}
+			}
+		}
+		s.mu.Lock()
+		seg.blocks = blocks
+		s.mu.Unlock()
+		close(seg.done)
+	}
+	select {
+	case <-seg.done:
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+	s.mu.Lock()
+	b, ok := seg.blocks[ref]
+	if ok {
+		delete(seg.blocks, ref)
 	}
 	s.mu.Unlock()
 	if ok {

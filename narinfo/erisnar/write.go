@@ -22,25 +22,26 @@ type Options struct {
 	ReadAhead int
 	// SmallFile is the size up to which a file is read whole ahead of the
 	// writer; the first SmallFile bytes of a larger file are read ahead
-	// and the rest streamed when its turn comes. 0 means 256 KiB. At most
-	// ReadAhead × SmallFile bytes of content (32 MiB by default) wait in
-	// memory.
+	// and the rest streamed when its turn comes. 0 means 256 KiB.
 	SmallFile int
-	// FetchAhead bounds the bytes of blocks the local store lacks that are
-	// fetched ahead of the writer, when the tree's getter can say which
-	// blocks it holds (erisfs.BlockHolder, as cache.Tiered can): before
-	// the nar starts, the missing blocks of the whole tree are looked up,
-	// and fetched in order, FetchConcurrency at once, while the writer
-	// streams what is held. 0 means 32 MiB; negative turns it off. The
-	// blocks land in the getter's cache, not here: what waits in memory is
-	// bounded by that cache, and FetchAhead keeps the fetch from running so
-	// far ahead that a cache smaller than the tree drops blocks before the
-	// writer reaches them.
+	// FetchAhead matters when the tree's getter is a cache that says which
+	// blocks it holds and reads many at once (cache.Tiered): then the whole
+	// tree is planned ahead of the writer (see planner) — the blocks the
+	// cache lacks fetched in order, FetchConcurrency at once, while the
+	// writer streams what it holds, and held leaves read in bulk.
+	// FetchAhead bounds the bytes of missing blocks fetched beyond the
+	// file being written; 0 means 32 MiB, negative turns the plan off.
+	// Fetched blocks wait in the getter's cache, not here.
 	FetchAhead int64
 	// FetchConcurrency bounds the missing blocks requested at once; 0
-	// means 256 (see erisfs.FetchMissingOptions).
+	// means 256 (a peer's whole window: the blocks of a few changed files
+	// scattered through a tree need many in flight to fill a link).
 	FetchConcurrency int
 }
+
+// Memory: at most (ReadAhead + 32) × SmallFile bytes of content (40 MiB by
+// default) wait here, plus 8 chunks of 512 KiB of the large file being
+// written, plus the plan (a 32-byte reference per leaf of the tree).
 
 func (o Options) withDefaults() Options {
 	if o.ReadAhead <= 0 {

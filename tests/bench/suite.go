@@ -337,14 +337,16 @@ func (s *suiteRun) item(ctx context.Context, it Item) (*ItemResult, error) {
 		}
 		s.drop()
 		b0 := p.Stats().Down
-		t0 := time.Now()
+		t0, cpu0 := time.Now(), cpuTime()
 		err := f()
 		m := Measure{D: time.Since(t0), Bytes: p.Stats().Down - b0, Err: err}
 		if err != nil {
 			m.Error = err.Error()
 		}
 		r.M[key] = append(r.M[key], m)
-		log.Info("measured", "scenario", key, "took", m.D, "bytes", m.Bytes, "err", err)
+		// cpu: of this process (servers and proxies included) and its
+		// decompressor, which on a shared machine explains a slow sample.
+		log.Info("measured", "scenario", key, "took", m.D, "bytes", m.Bytes, "cpu", (cpuTime() - cpu0).Round(time.Millisecond), "err", err)
 	}
 	for run := range s.cfg.Runs {
 		log.Info("run", "n", run+1)
