@@ -280,3 +280,25 @@ func BenchmarkTieredHit(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSQLiteGetHeld reads random blocks 64 at a time with
+// GetHeldBlocks, verified as GetBlock verifies: beside BenchmarkSQLiteGet,
+// what a query per block costs.
+func BenchmarkSQLiteGetHeld(b *testing.B) {
+	s, refs := filledSQLite(b)
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(1, 2))
+	batch := make([]eris.Ref, getBatch)
+	b.SetBytes(eris.BlockSize32K)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i += len(batch) {
+		for k := range batch {
+			batch[k] = refs[r.IntN(len(refs))]
+		}
+		got, err := s.GetHeldBlocks(ctx, batch)
+		if err != nil || got[0] == nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	erisgo "github.com/andrew-d/eris-go"
 	"golang.org/x/crypto/blake2b"
@@ -140,4 +141,35 @@ func BenchmarkEncodeSmall(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkWriteTo streams content from a store that answers each block
+// after 200µs, like a near peer: what WriteTo's leaves in flight buy.
+func BenchmarkWriteTo(b *testing.B) {
+	content := benchContent()
+	s := eristest.NewStore()
+	rc, err := eris.Encode(context.Background(), bytes.NewReader(content), s, eris.EncodeOptions{BlockSize: eris.BlockSize32K})
+	if err != nil {
+		b.Fatal(err)
+	}
+	slow := delayedStore{s, 200 * time.Microsecond}
+	b.SetBytes(benchSize)
+	b.ReportAllocs()
+	for b.Loop() {
+		r, _ := eris.NewReader(context.Background(), rc, slow)
+		if n, err := r.WriteTo(io.Discard); err != nil || n != benchSize {
+			b.Fatal(n, err)
+		}
+	}
+}
+
+// delayedStore answers after a delay.
+type delayedStore struct {
+	*eristest.Store
+	d time.Duration
+}
+
+func (s delayedStore) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
+	time.Sleep(s.d)
+	return s.Store.GetBlock(ctx, ref)
 }

@@ -448,6 +448,7 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 		done chan struct{}
 	}
 	chunks := make(chan *chunk, writeToAhead-1) // and one being written
+	free := make(chan []byte, writeToAhead+1)   // buffers written out, for reuse
 	var wg sync.WaitGroup
 	defer func() {
 		cancel() // the readers stop, the producer no longer waits
@@ -458,7 +459,12 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 	wg.Go(func() {
 		defer close(chunks)
 		for off := r.off; size < 0 || off < size; off += int64(chunkSize) {
-			c := &chunk{buf: make([]byte, chunkSize), done: make(chan struct{})}
+			c := &chunk{done: make(chan struct{})}
+			select {
+			case c.buf = <-free:
+			default:
+				c.buf = make([]byte, chunkSize)
+			}
 			select {
 			case chunks <- c:
 			case <-ctx.Done():
@@ -493,6 +499,10 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 		}
 		if c.err != nil {
 			return total, c.err
+		}
+		select {
+		case free <- c.buf:
+		default:
 		}
 	}
 	return total, ctx.Err()
