@@ -47,7 +47,7 @@ func (l *uploadLimiter) wait(ctx context.Context, n int) error {
 		return nil
 	}
 	d := l.reserve(time.Now(), n)
-	if d <= 0 {
+	if d == 0 {
 		return nil
 	}
 	t := time.NewTimer(d)
@@ -71,5 +71,5 @@ func (l *uploadLimiter) reserve(now time.Time, n int) time.Duration {
 	}
 	l.next = l.next.Add(time.Duration(float64(n) / l.rate * float64(time.Second)))
 	// What is owed beyond the burst must be waited for.
-	return l.next.Sub(now) - l.burst
+	return max(l.next.Sub(now)-l.burst, 0)
 }

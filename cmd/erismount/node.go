@@ -33,7 +33,7 @@ const (
 
 func (a *app) addNodeFlags(cmd *cobra.Command, f *nodeFlags) {
 	a.addListenFlag(cmd, "also serve the blocks this node holds, read-only, on this URL (repeatable): coap://, coap+tcp://, coap+unix://, http://")
-	cmd.Flags().StringVar(&f.relay, "relay", "", "with --listen, answer a request for a block this node lacks by fetching it from its peers: none (4.04), owned (the blocks this node owns among its discovered neighbours; the default with --discover), all (any block; --relay alone)")
+	cmd.Flags().StringVar(&f.relay, "relay", "", "with --listen, answer a request for a block this node lacks by fetching it from its peers: none (4.04), owned (the blocks this node owns among its discovered neighbours; the default with --discover), all (any block; --relay alone); give a value as --relay=owned")
 	cmd.Flags().Lookup("relay").NoOptDefVal = relayAll
 	addUploadRateFlag(cmd, &f.uploadRate)
 	cmd.Flags().BoolVar(&a.discover, "discover", false, "find ERIS block stores on the local link (CoAP multicast) and fetch from them too; with --listen on coap://0.0.0.0 or coap://[::], also answer others' discovery and share the fetching of blocks with the nodes found (see --relay)")
