@@ -151,6 +151,7 @@ type poolPeer struct {
 	penalty   float64   // decaying count of recent failures, for ranking
 	missRate  float64   // moving average of "not found" among its answers, for ranking
 	weight    float64   // 1 for the peers given to NewPool, neighbourWeight for added ones
+	added     bool      // added at run time (AddPeer, AddNeighbour): a neighbour
 	node      NodeID    // a neighbour's node id (AddNeighbour); zero for the others
 	deadUntil time.Time // zero: live
 	backoff   time.Duration
@@ -212,7 +213,7 @@ func (pl *Pool) AddPeer(p Peer) bool {
 		return false
 	}
 	pp := pl.newPeer(p)
-	pp.weight = neighbourWeight
+	pp.weight, pp.added = neighbourWeight, true
 	list := append(slices.Clip(old), pp)
 	pl.peers.Store(&list)
 	pl.log.Info("peer added", "peer", p.URL())
@@ -240,7 +241,7 @@ func (pl *Pool) AddNeighbour(p Peer, node NodeID) bool {
 		return false
 	}
 	pp := pl.newPeer(p)
-	pp.weight = neighbourWeight
+	pp.weight, pp.added = neighbourWeight, true
 	pp.node = node
 	list := append(slices.Clip(old), pp)
 	pl.peers.Store(&list)
@@ -278,7 +279,8 @@ func (pl *Pool) owner(ref eris.Ref, peers []*poolPeer) *poolPeer {
 
 // Tiers of the peers asked for one block, in order: its owner among the
 // neighbours, the other neighbours, the peers given to NewPool (the
-// publishers). Without neighbours every peer is in the last tier.
+// publishers). Without neighbours every peer is in the last tier. (A
+// probe's tier is not used.)
 const (
 	tierOwner = iota
 	tierNeighbour
@@ -337,11 +339,18 @@ func (pl *Pool) candidates(ref eris.Ref, now time.Time, early bool) (live, probe
 			case !swarm:
 			case pp == owner:
 				tier = tierOwner
-			case pp.weight != 1: // a neighbour, discovered or added
+			case pp.added:
 				tier = tierNeighbour
 			}
 			cost += float64(tier) * 1e3 // a tier is asked after those before it
-			if len(pp.window) == cap(pp.window) {
+			switch {
+			case len(pp.window) < cap(pp.window):
+			case tier < tierPublisher:
+				// A neighbour's full window is waited for, in its
+				// tier: asking the publisher instead would cost it a
+				// copy the owner is fetching anyway.
+				cost += 500
+			default:
 				cost += 1e6 // full window: after every peer with room
 			}
 			live = append(live, candidate{pp: pp, cost: cost, tier: tier})

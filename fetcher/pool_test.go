@@ -557,14 +557,15 @@ func TestPoolOwnersAgree(t *testing.T) {
 
 // TestPoolWaitsForOwner: while a block's owner is being asked, the
 // publisher is not, even when the owner is slower than its hedge delay
-// (it is fetching the block for the swarm); an owner that fails sends the
+// (it is fetching the block for the swarm) or its window is full (here
+// one request, with four reads at once); an owner that fails sends the
 // request on to the publisher.
 func TestPoolWaitsForOwner(t *testing.T) {
 	blocks := randomBlocks(t, 64, eris.BlockSize1K)
 	store, refs := storeWith(t, blocks...)
 	empty, _ := storeWith(t)
 	pub, slow := newFake("pub", store, 0), newFake("n1", store, 50*time.Millisecond)
-	pl, log, nodes := swarmPool(t, PoolOptions{HedgeInitial: time.Millisecond, HedgeMin: time.Millisecond, HedgeMax: time.Minute}, pub, slow, newFake("n2", empty, 0))
+	pl, log, nodes := swarmPool(t, PoolOptions{Window: 1, HedgeInitial: time.Millisecond, HedgeMin: time.Millisecond, HedgeMax: time.Minute}, pub, slow, newFake("n2", empty, 0))
 	ctx := context.Background()
 	var mine []int // the blocks n1 owns
 	for i, ref := range refs {
@@ -575,10 +576,14 @@ func TestPoolWaitsForOwner(t *testing.T) {
 	if len(mine) < 2 {
 		t.Skipf("n1 owns %d of %d random blocks", len(mine), len(refs))
 	}
+	var ownedRefs []eris.Ref
+	var ownedBlocks [][]byte
 	for _, i := range mine[:len(mine)/2] {
-		if b, err := pl.GetBlock(ctx, refs[i]); err != nil || !bytes.Equal(b, blocks[i]) {
-			t.Fatalf("block %d: %v", i, err)
-		}
+		ownedRefs, ownedBlocks = append(ownedRefs, refs[i]), append(ownedBlocks, blocks[i])
+	}
+	fetchAll(t, ctx, pl, ownedRefs, ownedBlocks, 4)
+	if n := slow.maxInFlight.Load(); n != 1 {
+		t.Errorf("the owner had %d requests in flight, its window is 1", n)
 	}
 	if n := pub.calls.Load(); n != 0 {
 		t.Errorf("the publisher was asked %d times while the owner was fetching (asks %v)", n, log.take())
