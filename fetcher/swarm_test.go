@@ -1,9 +1,13 @@
 package fetcher
 
 import (
+	"bytes"
+	"context"
 	"net/netip"
 	"strings"
 	"testing"
+
+	"erismount/eris"
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -88,6 +92,42 @@ func FuzzDiscoveryAnswer(f *testing.F) {
 		if !d.Node.IsZero() {
 			if _, err := ParseNodeID(d.Node.String()); err != nil {
 				t.Fatalf("%q: node %v: %v", payload, d.Node, err)
+			}
+		}
+	})
+}
+
+// TestDiscoverNodeID: a discoverable node's answer carries its node id,
+// which DiscoverNodes returns; DialNeighbour reaches both its store and
+// its held resource.
+func TestDiscoverNodeID(t *testing.T) {
+	noLeaks(t)
+	ns := testNetns(t)
+	blocks := randomBlocks(t, 1, eris.BlockSize32K)
+	store, refs := storeWith(t, blocks...)
+	ctx := context.Background()
+	inNetns(t, ns, func() {
+		id := NewNodeID()
+		srv := NewServer(store, ServerOptions{Discoverable: true, Node: id})
+		defer srv.Close()
+		if _, err := srv.Listen(ctx, "coap://0.0.0.0:5683"); err != nil {
+			t.Error(err)
+			return
+		}
+		found, err := DiscoverNodes(ctx, DiscoverOptions{})
+		if err != nil || len(found) != 1 || found[0].Node != id || found[0].URL != "coap://127.0.0.1:5683/.well-known/eris" {
+			t.Errorf("discovered %+v (%v), want the store of node %v", found, err, id)
+			return
+		}
+		p, err := DialNeighbour(ctx, found[0].URL, ClientOptions{})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer p.Close()
+		for _, c := range []context.Context{ctx, NoRelay(ctx)} {
+			if b, err := p.GetBlock(c, refs[0]); err != nil || !bytes.Equal(b, blocks[0]) {
+				t.Errorf("block from the neighbour (held %v): %v", IsNoRelay(c), err)
 			}
 		}
 	})
