@@ -97,9 +97,9 @@ func BenchmarkEncodeConcatLimit(b *testing.B) {
 	}
 }
 
-// largeIndex stores the index of a tree of n files (100 per directory,
-// random capabilities) and returns its capability and size.
-func largeIndex(b *testing.B, n int) (eris.ReadCapability, *eristest.Store, int) {
+// largeIndexBytes is the index of a tree of n files (100 per directory,
+// random capabilities, every tenth a symlink).
+func largeIndexBytes(tb testing.TB, n int) []byte {
 	r := rand.New(rand.NewPCG(1, 1))
 	items := make([]item, n)
 	for i := range items {
@@ -114,7 +114,7 @@ func largeIndex(b *testing.B, n int) (eris.ReadCapability, *eristest.Store, int)
 		}
 		rc, err := eris.NewReadCapability(bs, r.IntN(3), ref, key)
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		items[i] = item{path: []string{"share", fmt.Sprintf("dir-%04d", i/100), fmt.Sprintf("file-%d.scm", i)}, kind: Regular, cap: rc}
 		if i%10 == 0 {
@@ -123,12 +123,19 @@ func largeIndex(b *testing.B, n int) (eris.ReadCapability, *eristest.Store, int)
 	}
 	c, err := newCodec(Limits{}, true)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	idx, err := c.marshal(items)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
+	return idx
+}
+
+// largeIndex stores the index of largeIndexBytes and returns its
+// capability and size.
+func largeIndex(b *testing.B, n int) (eris.ReadCapability, *eristest.Store, int) {
+	idx := largeIndexBytes(b, n)
 	store := eristest.NewStore()
 	rc, err := eris.Encode(b.Context(), bytes.NewReader(idx), store, eris.EncodeOptions{})
 	if err != nil {

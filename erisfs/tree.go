@@ -242,15 +242,26 @@ func parse(data []byte, g eris.BlockGetter, opts OpenOptions) (*Tree, error) {
 	if err != nil {
 		return nil, err
 	}
-	ri, err := c.decode(data)
-	if err != nil {
-		return nil, err
-	}
-	root, all, err := build(ri.items, c.limits)
-	if err != nil {
-		return nil, err
-	}
+	// An index in the deterministic encoding is read in one pass (see
+	// canonical.go); any other goes the general way, which explains what
+	// is wrong with it.
+	var items []item
+	fast := false
 	if strict {
+		items, fast = c.decodeCanonical(data)
+	}
+	var ri *decodedIndex
+	if !fast {
+		if ri, err = c.decode(data); err != nil {
+			return nil, err
+		}
+		items = ri.items
+	}
+	root, all, err := build(items, c.limits)
+	if err != nil {
+		return nil, err
+	}
+	if strict && !fast {
 		if err := c.checkCanonical(ri); err != nil {
 			return nil, err
 		}

@@ -336,3 +336,35 @@ func TestExecutableFetchedWhole(t *testing.T) {
 		t.Errorf("reading the fetched executable fetched %d more blocks", n)
 	}
 }
+
+// TestListingFetchesNothing: walking the whole tree (ls -R; READDIRPLUS
+// listings) fetches no block beyond the index: files go without
+// attributes in a listing until their size is known. Afterwards every
+// entry still stats, reads and resolves as its source, and the
+// directories and symlinks the listings described need no LOOKUP.
+func TestListingFetchesNothing(t *testing.T) {
+	testenv.RequireFUSE(t)
+	p := publish(t, testenv.Sample())
+	srv := testenv.Mount(t, p.tree, fusefs.Options{})
+	before := p.count.Blocks()
+	var walked int
+	err := filepath.WalkDir(srv.Dir(), func(path string, d os.DirEntry, err error) error {
+		walked++
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if walked != p.tree.Len() {
+		t.Errorf("walked %d entries, the tree has %d", walked, p.tree.Len())
+	}
+	if n := p.count.Blocks() - before; n != 0 {
+		t.Errorf("listing every directory fetched %d blocks, want none", n)
+	}
+	testenv.CompareDirs(t, p.src, srv.Dir())
+	// Listed again once every size is known, files come with attributes.
+	if _, err := os.ReadDir(filepath.Join(srv.Dir(), "share/doc")); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CompareDirs(t, p.src, srv.Dir())
+}

@@ -45,8 +45,11 @@ type SuiteConfig struct {
 	// PrepCache, if set, keeps the compressed nars between runs, by
 	// NarHash and level: compressing a 300 MB nar at zstd -19 and xz -6
 	// takes minutes, and it is no part of what is measured.
-	PrepCache  string
-	Erismount  string // "" builds it
+	PrepCache string
+	Erismount string // "" builds it
+	// MountLogs, if set, keeps each lazy mount's log (erismount -v, run in
+	// the foreground) in this directory.
+	MountLogs  string
 	WorkDir    string
 	Keep       bool
 	DropCaches bool
@@ -165,7 +168,7 @@ func RunSuite(ctx context.Context, cfg SuiteConfig) (*SuiteResults, error) {
 	if err != nil {
 		return nil, err
 	}
-	em := &Erismount{Bin: cfg.Erismount}
+	em := &Erismount{Bin: cfg.Erismount, LogDir: cfg.MountLogs}
 	if em.Bin == "" {
 		em.Bin = filepath.Join(work, "erismount")
 		if out, err := exec.CommandContext(ctx, goBin, "build", "-o", em.Bin, "erismount/cmd/erismount").CombinedOutput(); err != nil {
@@ -395,14 +398,24 @@ func (s *suiteRun) item(ctx context.Context, it Item) (*ItemResult, error) {
 
 // lsSmall mounts the tree cold and runs `ls -R` and reads the small file.
 func (s *suiteRun) lsSmall(ctx context.Context, rc eris.ReadCapability, mnt, store string, it Item) (err error) {
+	t0 := time.Now()
 	pid, err := s.em.Mount(ctx, rc.URN(), mnt, s.peer, store)
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, s.em.Unmount(mnt, pid)) }()
+	t1 := time.Now()
+	var t2, t3 time.Time
+	defer func() {
+		err = errors.Join(err, s.em.Unmount(mnt, pid))
+		t4 := time.Now()
+		if !t3.IsZero() {
+			s.log.Info("ls+small phases", "item", it.Name, "mount", t1.Sub(t0), "ls_R", t2.Sub(t1), "small", t3.Sub(t2), "unmount", t4.Sub(t3))
+		}
+	}()
 	if err := lsR(ctx, mnt, nil); err != nil {
 		return err
 	}
+	t2 = time.Now()
 	b, err := os.ReadFile(filepath.Join(mnt, it.Small))
 	if err != nil {
 		return err
@@ -410,6 +423,7 @@ func (s *suiteRun) lsSmall(ctx context.Context, rc eris.ReadCapability, mnt, sto
 	if string(b) != string(it.SmallContent) {
 		return fmt.Errorf("%s: read %d bytes unlike the %d published", it.Small, len(b), len(it.SmallContent))
 	}
+	t3 = time.Now()
 	return nil
 }
 
