@@ -2,6 +2,7 @@ package erisfs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -211,23 +212,17 @@ func Open(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, opts 
 	return t, nil
 }
 
-// readIndex fetches the content of rc, at most max bytes.
+// readIndex fetches the content of rc, at most max bytes: a level of its
+// tree at a time, all the blocks of a level at once (eris.Reader.ReadAll),
+// so an index costs a round trip per level and the time to carry it.
 func readIndex(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, ropts eris.ReaderOptions, max int64) ([]byte, error) {
 	r, err := eris.NewReaderOptions(ctx, rc, g, ropts)
 	if err != nil {
 		return nil, fmt.Errorf("erisfs: open %s: %w", rc, err)
 	}
-	size, err := r.SizeContext(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("erisfs: open %s: index: %w", rc, err)
-	}
-	if size > max {
-		return nil, fmt.Errorf("erisfs: open %s: %w: index of %d bytes, limit %d", rc, ErrLimit, size, max)
-	}
-	data := make([]byte, size)
-	n, err := r.ReadAtContext(ctx, data, 0)
-	if n == len(data) {
-		err = nil
+	data, err := r.ReadAll(ctx, max)
+	if errors.Is(err, eris.ErrTooLarge) {
+		return nil, fmt.Errorf("erisfs: open %s: %w: index of more than %d bytes (the limit): %v", rc, ErrLimit, max, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("erisfs: open %s: read index: %w", rc, err)
