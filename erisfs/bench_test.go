@@ -170,3 +170,48 @@ func BenchmarkOpenLargeIndexReadLimit(b *testing.B) {
 		}
 	}
 }
+
+// goRootIndex is the index of the whole GOROOT, the tree of the
+// toolchain item of the real-software suite (tests/bench): some 15 000
+// entries, 1.5 MB.
+func goRootIndex(b *testing.B) []byte {
+	dir := runtime.GOROOT()
+	if _, err := os.Stat(filepath.Join(dir, "src")); err != nil {
+		b.Skipf("GOROOT absent: %v", err)
+	}
+	store := eristest.NewStore()
+	rc, _, err := EncodeDir(b.Context(), dir, store, EncodeOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := eris.NewReader(b.Context(), rc, store)
+	if err != nil {
+		b.Fatal(err)
+	}
+	size, err := r.Size()
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, size)
+	if _, err := r.ReadAt(data, 0); err != nil {
+		b.Fatal(err)
+	}
+	return data
+}
+
+// BenchmarkParseGOROOT decodes, validates and builds the tree of a real
+// index: what Open does once the index's blocks are here.
+func BenchmarkParseGOROOT(b *testing.B) {
+	data := goRootIndex(b)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	var entries int
+	for b.Loop() {
+		t, err := parse(data, nil, OpenOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		entries = t.Len()
+	}
+	b.ReportMetric(float64(entries), "entries")
+}

@@ -271,12 +271,20 @@ func parse(data []byte, g eris.BlockGetter, opts OpenOptions) (*Tree, error) {
 // use a file as a directory, then numbers them in a walk in sorted order.
 func build(items []item, l Limits) (*Entry, []*Entry, error) {
 	count := 0
+	// Files and symlinks are allocated together, one per item.
+	slab := make([]Entry, 0, len(items))
 	newEntry := func(name string, parent *Entry, kind Kind) (*Entry, error) {
 		count++
 		if count > l.MaxEntries {
 			return nil, fmt.Errorf("erisfs: %w: more than %d entries, directories included", ErrLimit, l.MaxEntries)
 		}
-		e := &Entry{name: name, parent: parent, kind: kind}
+		var e *Entry
+		if kind == Directory {
+			e = &Entry{name: name, parent: parent, kind: kind}
+		} else {
+			slab = append(slab, Entry{name: name, parent: parent, kind: kind})
+			e = &slab[len(slab)-1]
+		}
 		e.size.Store(-1)
 		if parent != nil {
 			parent.children = append(parent.children, e)
@@ -302,9 +310,23 @@ func build(items []item, l Limits) (*Entry, []*Entry, error) {
 		name string
 	}
 	byName := make(map[key]*Entry, len(items))
+	// The directories of the previous item's path: chain[i] is the one at
+	// chainPath[:i+1]. Entries of one directory are mostly neighbours in
+	// the index, so most items find their directories here.
+	var chain []*Entry
+	var chainPath []string
 	for _, it := range items {
+		dirs := it.path[:len(it.path)-1]
+		k := 0
+		for k < len(chain) && k < len(dirs) && chainPath[k] == dirs[k] {
+			k++
+		}
+		chain, chainPath = chain[:k], chainPath[:k]
 		dir := root
-		for _, name := range it.path[:len(it.path)-1] {
+		if k > 0 {
+			dir = chain[k-1]
+		}
+		for _, name := range dirs[k:] {
 			d := byName[key{dir, name}]
 			if d == nil {
 				var err error
@@ -315,6 +337,7 @@ func build(items []item, l Limits) (*Entry, []*Entry, error) {
 			} else if d.kind != Directory {
 				return nil, nil, invalid(d.Path(), "is a %v and also a directory (prefix of %q)", d.kind, joinPath(it.path))
 			}
+			chain, chainPath = append(chain, d), append(chainPath, name)
 			dir = d
 		}
 		name := it.path[len(it.path)-1]
