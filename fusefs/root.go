@@ -287,10 +287,16 @@ func (m *mountFS) size(ctx context.Context, op string, e *erisfs.Entry) (int64, 
 	err := m.do(ctx, func(ctx context.Context) error {
 		var err error
 		if smallFile(e) {
-			n, err = m.tree.Prefetch(ctx, e, 0)
-		} else {
-			n, err = m.tree.Size(ctx, e)
+			// Into the block cache; Size then finds it there.
+			r, err := m.tree.Open(ctx, e)
+			if err != nil {
+				return err
+			}
+			if _, err := r.ReadAll(ctx, smallFileMax); err != nil {
+				return fmt.Errorf("fusefs: fetch %s: %w", pathOf(e), err)
+			}
 		}
+		n, err = m.tree.Size(ctx, e)
 		return err
 	}, nil)
 	if err != nil {
@@ -310,6 +316,10 @@ func smallFile(e *erisfs.Entry) bool {
 	rc := e.Capability()
 	return e.Kind().IsFile() && rc.BlockSize() == eris.BlockSize1K && rc.Level() <= 1
 }
+
+// smallFileMax is the most a small file holds: 16 leaves of 1 KiB, the
+// last with at least a byte of padding.
+const smallFileMax = 16*eris.BlockSize1K - 1
 
 // do runs f under the operation deadline. It returns f's result, or, if f
 // overstays the deadline by more than grace (a block source that ignores
