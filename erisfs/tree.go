@@ -270,93 +270,145 @@ func parse(data []byte, g eris.BlockGetter, opts OpenOptions) (*Tree, error) {
 // build turns items into entries, refusing duplicate paths and paths that
 // use a file as a directory, then numbers them in a walk in sorted order.
 func build(items []item, l Limits) (*Entry, []*Entry, error) {
-	count := 0
-	// Files and symlinks are allocated together, one per item.
-	slab := make([]Entry, 0, len(items))
-	newEntry := func(name string, parent *Entry, kind Kind) (*Entry, error) {
-		count++
-		if count > l.MaxEntries {
-			return nil, fmt.Errorf("erisfs: %w: more than %d entries, directories included", ErrLimit, l.MaxEntries)
-		}
-		var e *Entry
-		if kind == Directory {
-			e = &Entry{name: name, parent: parent, kind: kind}
-		} else {
-			slab = append(slab, Entry{name: name, parent: parent, kind: kind})
-			e = &slab[len(slab)-1]
-		}
-		e.size.Store(-1)
-		if parent != nil {
-			parent.children = append(parent.children, e)
-		}
-		return e, nil
-	}
 	// A single-file tree: the empty path names the root itself (a store
 	// item that is one file or symlink). Anything beside it would make the
 	// root a directory as well.
 	for _, it := range items {
-		if len(it.path) == 0 {
-			if len(items) > 1 {
-				return nil, nil, invalid("", "an entry for the root itself (a single-file tree) beside %d other entries", len(items)-1)
-			}
-			root, _ := newEntry("", nil, it.kind)
-			root.cap, root.target, root.ino = it.cap, it.target, 1
-			return root, []*Entry{root}, nil
+		if len(it.path) == 0 && len(items) > 1 {
+			return nil, nil, invalid("", "an entry for the root itself (a single-file tree) beside %d other entries", len(items)-1)
 		}
 	}
-	root, _ := newEntry("", nil, Directory)
-	type key struct {
-		dir  *Entry
-		name string
-	}
-	byName := make(map[key]*Entry, len(items))
-	// The directories of the previous item's path: chain[i] is the one at
-	// chainPath[:i+1]. Entries of one directory are mostly neighbours in
-	// the index, so most items find their directories here.
-	var chain []*Entry
-	var chainPath []string
+	b := newBuilder(len(items), l)
 	for _, it := range items {
-		dirs := it.path[:len(it.path)-1]
-		k := 0
-		for k < len(chain) && k < len(dirs) && chainPath[k] == dirs[k] {
-			k++
+		if err := b.add(it); err != nil {
+			return nil, nil, err
 		}
-		chain, chainPath = chain[:k], chainPath[:k]
-		dir := root
-		if k > 0 {
-			dir = chain[k-1]
+	}
+	return b.finish()
+}
+
+// builder builds a tree from the items of an index, one at a time.
+type builder struct {
+	l     Limits
+	n     int // items in the index
+	count int // entries made
+	// Files and symlinks are allocated together, one per item.
+	slab   []Entry
+	root   *Entry
+	byName map[dirName]*Entry
+	// The directories of the previous item's path: chain[i] is the one
+	// at chainPath[:i+1]. Entries of one directory are mostly neighbours
+	// in the index, so most items find their directories here.
+	chain     []*Entry
+	chainPath []string
+}
+
+type dirName struct {
+	dir  *Entry
+	name string
+}
+
+// newBuilder returns a builder for an index of n items.
+func newBuilder(n int, l Limits) *builder {
+	return &builder{l: l, n: n, slab: make([]Entry, 0, n), byName: make(map[dirName]*Entry, n)}
+}
+
+func (b *builder) newEntry(name string, parent *Entry, kind Kind) (*Entry, error) {
+	b.count++
+	if b.count > b.l.MaxEntries {
+		return nil, fmt.Errorf("erisfs: %w: more than %d entries, directories included", ErrLimit, b.l.MaxEntries)
+	}
+	var e *Entry
+	if kind == Directory || len(b.slab) == cap(b.slab) {
+		e = &Entry{name: name, parent: parent, kind: kind}
+	} else {
+		b.slab = append(b.slab, Entry{name: name, parent: parent, kind: kind})
+		e = &b.slab[len(b.slab)-1]
+	}
+	e.size.Store(-1)
+	if parent != nil {
+		parent.children = append(parent.children, e)
+	}
+	return e, nil
+}
+
+// add adds the entry of it, and the directories its path implies.
+func (b *builder) add(it item) error {
+	if len(it.path) == 0 {
+		// A single-file tree: the empty path names the root itself.
+		if b.n > 1 {
+			return invalid("", "an entry for the root itself (a single-file tree) beside %d other entries", b.n-1)
 		}
-		for _, name := range dirs[k:] {
-			d := byName[key{dir, name}]
-			if d == nil {
-				var err error
-				if d, err = newEntry(name, dir, Directory); err != nil {
-					return nil, nil, err
-				}
-				byName[key{dir, name}] = d
-			} else if d.kind != Directory {
-				return nil, nil, invalid(d.Path(), "is a %v and also a directory (prefix of %q)", d.kind, joinPath(it.path))
+		root, err := b.newEntry("", nil, it.kind)
+		if err != nil {
+			return err
+		}
+		root.cap, root.target = it.cap, it.target
+		b.root = root
+		return nil
+	}
+	if b.root == nil {
+		root, err := b.newEntry("", nil, Directory)
+		if err != nil {
+			return err
+		}
+		b.root = root
+	}
+	dirs := it.path[:len(it.path)-1]
+	k := 0
+	for k < len(b.chain) && k < len(dirs) && b.chainPath[k] == dirs[k] {
+		k++
+	}
+	b.chain, b.chainPath = b.chain[:k], b.chainPath[:k]
+	dir := b.root
+	if k > 0 {
+		dir = b.chain[k-1]
+	}
+	for _, name := range dirs[k:] {
+		d := b.byName[dirName{dir, name}]
+		if d == nil {
+			var err error
+			if d, err = b.newEntry(name, dir, Directory); err != nil {
+				return err
 			}
-			chain, chainPath = append(chain, d), append(chainPath, name)
-			dir = d
+			b.byName[dirName{dir, name}] = d
+		} else if d.kind != Directory {
+			return invalid(d.Path(), "is a %v and also a directory (prefix of %q)", d.kind, joinPath(it.path))
 		}
-		name := it.path[len(it.path)-1]
-		if old := byName[key{dir, name}]; old != nil {
-			if old.kind == Directory {
-				return nil, nil, invalid(joinPath(it.path), "is a %v and also a directory", it.kind)
-			}
-			return nil, nil, invalid(joinPath(it.path), "duplicate path")
+		b.chain, b.chainPath = append(b.chain, d), append(b.chainPath, name)
+		dir = d
+	}
+	name := it.path[len(it.path)-1]
+	if old := b.byName[dirName{dir, name}]; old != nil {
+		if old.kind == Directory {
+			return invalid(joinPath(it.path), "is a %v and also a directory", it.kind)
 		}
-		e, err := newEntry(name, dir, it.kind)
+		return invalid(joinPath(it.path), "duplicate path")
+	}
+	e, err := b.newEntry(name, dir, it.kind)
+	if err != nil {
+		return err
+	}
+	e.cap, e.target = it.cap, it.target
+	b.byName[dirName{dir, name}] = e
+	return nil
+}
+
+// finish numbers the entries in a walk in sorted order, directories
+// before their contents: the same tree gets the same numbers.
+func (b *builder) finish() (*Entry, []*Entry, error) {
+	if b.root == nil { // an empty index: an empty root directory
+		root, err := b.newEntry("", nil, Directory)
 		if err != nil {
 			return nil, nil, err
 		}
-		e.cap, e.target = it.cap, it.target
-		byName[key{dir, name}] = e
+		b.root = root
 	}
-	// Number the entries in a walk in sorted order, directories before
-	// their contents: the same tree gets the same numbers.
-	all := make([]*Entry, 0, count)
+	if !b.root.IsDir() {
+		b.root.ino = 1
+		return b.root, []*Entry{b.root}, nil
+	}
+	all := make([]*Entry, 0, b.count)
 	var walk func(e *Entry)
 	walk = func(e *Entry) {
 		all = append(all, e)
@@ -366,8 +418,8 @@ func build(items []item, l Limits) (*Entry, []*Entry, error) {
 			walk(c)
 		}
 	}
-	walk(root)
-	return root, all, nil
+	walk(b.root)
+	return b.root, all, nil
 }
 
 // Capability is the read capability of the tree's index: its URN.
