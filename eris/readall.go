@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -24,6 +25,16 @@ const readAllConcurrency = 64
 // refused with an error matching ErrTooLarge, before its leaves are
 // fetched.
 func (r *Reader) ReadAll(ctx context.Context, max int64) ([]byte, error) {
+	return r.ReadAllFunc(ctx, max, nil)
+}
+
+// ReadAllFunc is ReadAll calling arrived (if not nil), as leaves come, with
+// the content known so far from its start: a prefix of what it returns,
+// longer each time, without the last leaf (whose padding is removed at
+// the end). Its bytes never change afterwards; its capacity is the most
+// the content can hold. arrived runs in the goroutine of a fetch, one call
+// at a time, and must not block.
+func (r *Reader) ReadAllFunc(ctx context.Context, max int64, arrived func(prefix []byte)) ([]byte, error) {
 	bs := int64(r.rc.BlockSize())
 	level := r.rc.Level()
 	blocks := []pair{{ref: r.rc.Root(), key: r.rc.RootKey()}}
@@ -63,12 +74,30 @@ func (r *Reader) ReadAll(ctx context.Context, max int64) ([]byte, error) {
 		return nil, fmt.Errorf("eris: read %s: %w: %d leaves hold more than %d bytes", r.rc, ErrTooLarge, len(blocks), max)
 	}
 	buf := make([]byte, int64(len(blocks))*bs)
+	var (
+		mu   sync.Mutex
+		done = make([]bool, len(blocks))
+		next int // leaves before it are here
+	)
 	err := r.each(ctx, len(blocks), func(ctx context.Context, i int) error {
 		b, err := r.fetch(ctx, blocks[i], 0)
 		if err != nil {
 			return err
 		}
 		copy(buf[int64(i)*bs:], b)
+		if arrived == nil {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		done[i] = true
+		from := next
+		for next < len(blocks)-1 && done[next] {
+			next++
+		}
+		if next > from {
+			arrived(buf[:int64(next)*bs])
+		}
 		return nil
 	})
 	if err != nil {

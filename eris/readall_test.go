@@ -120,3 +120,26 @@ func TestReadAllOneRequestPerLevel(t *testing.T) {
 		t.Fatalf("read %d bytes, %v", len(got), err)
 	}
 }
+
+// TestReadAllFunc: the prefixes given as leaves arrive grow, are prefixes
+// of the content, and leave out the last leaf.
+func TestReadAllFunc(t *testing.T) {
+	ctx := context.Background()
+	content, rc, s := encodeRandom(t, 40*eris.BlockSize1K+5, eris.BlockSize1K, 9)
+	r, _ := eris.NewReader(ctx, rc, s)
+	var last []byte
+	calls := 0
+	got, err := r.ReadAllFunc(ctx, 1<<20, func(prefix []byte) {
+		calls++
+		if len(prefix) <= len(last) || len(prefix)%eris.BlockSize1K != 0 || string(prefix) != string(content[:len(prefix)]) {
+			t.Errorf("prefix of %d bytes after one of %d: not a longer prefix of whole leaves", len(prefix), len(last))
+		}
+		last = prefix
+	})
+	if err != nil || string(got) != string(content) {
+		t.Fatalf("read %d bytes, %v", len(got), err)
+	}
+	if calls == 0 || len(last) != 40*eris.BlockSize1K {
+		t.Errorf("%d calls, the last with %d bytes; want all but the last leaf, %d bytes", calls, len(last), 40*eris.BlockSize1K)
+	}
+}

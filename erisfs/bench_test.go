@@ -165,7 +165,7 @@ func BenchmarkOpenLargeIndexReadLimit(b *testing.B) {
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := readIndex(b.Context(), rc, store, eris.ReaderOptions{Nodes: eris.NewNodeCache(8 << 20)}, DefaultMaxIndexSize); err != nil {
+		if _, err := readIndex(b.Context(), rc, store, eris.ReaderOptions{Nodes: eris.NewNodeCache(8 << 20)}, DefaultMaxIndexSize, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

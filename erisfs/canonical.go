@@ -76,88 +76,163 @@ var capPrefix = [...]byte{0xd9, 0x01, 0x14, 0x58, 0x42}
 
 // decodeCanonical returns the items of an index in the deterministic
 // encoding that passes every check of decode, and true; false for anything
-// else (see above). Names and targets share one copy of data.
+// else (see above).
 func (c *codec) decodeCanonical(data []byte) ([]item, bool) {
+	return c.decodeCanonicalStream(func(int) ([]byte, bool) { return data, true }, nil)
+}
+
+// fastTree is what the fast path made of an index: its tree, if ok.
+type fastTree struct {
+	root *Entry
+	all  []*Entry
+	ok   bool
+}
+
+// buildCanonical builds the tree of an index in the deterministic encoding
+// as its bytes arrive (see decodeCanonicalStream), each item as soon as it
+// is here. Not ok means the general path must decode it: it is not in the
+// deterministic encoding, or not valid (the general path says why).
+func (c *codec) buildCanonical(more func(have int) ([]byte, bool)) fastTree {
+	var b *builder
+	start := func(n, alloc int) func(item) bool {
+		b = newBuilder(n, alloc, c.limits)
+		return func(it item) bool { return b.add(it) == nil }
+	}
+	if _, ok := c.decodeCanonicalStream(more, start); !ok {
+		return fastTree{}
+	}
+	root, all, err := b.finish()
+	return fastTree{root: root, all: all, ok: err == nil}
+}
+
+// decodeCanonicalStream is decodeCanonical over an index whose bytes arrive
+// in order (see Open): more(n) waits until more than n bytes are here and
+// returns them, or returns all of them and true once the index is
+// complete. Once the number of items n is known, start (if not nil) is
+// called with it and with how many of them may be allocated for at once
+// (alloc ≤ n: n is not trusted yet); each item is then passed to the
+// function it returns once its bytes are here, which returning false stops
+// the decoding (false).
+// Names and targets are substrings of copies of the bytes, one copy for
+// each part that arrives.
+func (c *codec) decodeCanonicalStream(more func(have int) ([]byte, bool), start func(n, alloc int) func(item) bool) ([]item, bool) {
 	l := c.limits
-	if int64(len(data)) > l.MaxIndexSize || !bytes.HasPrefix(data, indexPrefix[:]) {
+	data, final := more(0)
+	for len(data) < len(indexPrefix)+9 && !final {
+		data, final = more(len(data))
+	}
+	if final && int64(len(data)) > l.MaxIndexSize || !bytes.HasPrefix(data, indexPrefix[:]) {
 		return nil, false
 	}
 	n, i, ok := canonicalHead(data, len(indexPrefix), 5)
-	// No entry is shorter than 6 bytes (["a"] => [2, "a"]), so a count
-	// the data cannot hold is refused before allocating for it.
-	if !ok || n > uint64(l.MaxEntries) || n > uint64(len(data)-i)/6 {
+	// No entry is shorter than 6 bytes (["a"] => [2, "a"]): the room the
+	// bytes can have (their capacity, the whole index while it arrives)
+	// bounds what is allocated for a count they cannot hold.
+	room := uint64(max(cap(data)-i, 0)) / 6
+	if !ok || n > uint64(l.MaxEntries) || final && n > uint64(len(data)-i)/6 {
 		return nil, false
 	}
-	text := string(data)
-	items := make([]item, n)
-	// The components of all paths, in one array; ten per path at first.
-	comps := make([]string, 0, min(10*n, uint64(len(data)-i)/2))
+	items := make([]item, 0, min(n, room))
+	comps := make([]string, 0, min(4*n, room))
+	var add func(item) bool
+	if start != nil {
+		add = start(int(n), int(min(n, room)))
+	}
+	text, base := string(data[i:]), i
 	var prev []byte
-	for k := range items {
-		// The key: an array of text strings.
-		start := i
-		depth, j, ok := canonicalHead(data, i, 4)
-		if !ok || depth > uint64(l.MaxDepth) {
-			return nil, false
+	for range n {
+		for {
+			first := len(comps)
+			it, next, ok := c.canonicalItem(data, i, text, base, prev, &comps)
+			if ok {
+				prev, i = data[i:next], next
+				items = append(items, it)
+				break
+			}
+			comps = comps[:first]
+			if final {
+				return nil, false
+			}
+			// The item may be cut short by the end of what is here.
+			data, final = more(len(data))
+			text, base = string(data[i:]), i
 		}
-		i = j
-		first := len(comps)
-		for range depth {
-			size, j, ok := canonicalHead(data, i, 3)
-			if !ok || size > uint64(len(data)-j) || size > uint64(l.MaxNameLen) {
-				return nil, false
-			}
-			name := text[j : j+int(size)]
-			if checkName(name) != "" {
-				return nil, false
-			}
-			comps = append(comps, name)
-			i = j + int(size)
-		}
-		key := data[start:i]
-		if prev != nil && bytes.Compare(prev, key) >= 0 {
-			return nil, false
-		}
-		prev = key
-		it := &items[k]
-		it.path = comps[first:len(comps):len(comps)]
-		// The value: [type, content].
-		if len(data)-i < 3 || data[i] != 0x82 {
-			return nil, false
-		}
-		switch data[i+1] {
-		case typeRegular, typeExecutable:
-			it.kind = Regular
-			if data[i+1] == typeExecutable {
-				it.kind = Executable
-			}
-			i += 2
-			end := i + len(capPrefix) + 66
-			if end > len(data) || !bytes.Equal(data[i:i+len(capPrefix)], capPrefix[:]) {
-				return nil, false
-			}
-			rc, err := parseCapability(data[i+len(capPrefix) : end])
-			if err != nil {
-				return nil, false
-			}
-			it.cap = rc
-			i = end
-		case typeSymlink:
-			it.kind = Symlink
-			size, j, ok := canonicalHead(data, i+2, 3)
-			if !ok || size > uint64(len(data)-j) || size > uint64(l.MaxTargetLen) {
-				return nil, false
-			}
-			it.target = text[j : j+int(size)]
-			if checkTarget(it.target) != "" {
-				return nil, false
-			}
-			i = j + int(size)
-		default:
+		if add != nil && !add(items[len(items)-1]) {
 			return nil, false
 		}
 	}
-	return items, i == len(data)
+	for !final {
+		data, final = more(len(data))
+	}
+	return items, i == len(data) && int64(len(data)) <= l.MaxIndexSize
+}
+
+// canonicalItem reads the key and value of the item at data[i:] (text is
+// data[base:] as a string), whose key must come after prev, appending its
+// path's components to comps; it returns the offset after it.
+func (c *codec) canonicalItem(data []byte, i int, text string, base int, prev []byte, comps *[]string) (item, int, bool) {
+	l := c.limits
+	var it item
+	// The key: an array of text strings.
+	start := i
+	depth, j, ok := canonicalHead(data, i, 4)
+	if !ok || depth > uint64(l.MaxDepth) {
+		return it, 0, false
+	}
+	i = j
+	first := len(*comps)
+	for range depth {
+		size, j, ok := canonicalHead(data, i, 3)
+		if !ok || size > uint64(len(data)-j) || size > uint64(l.MaxNameLen) {
+			return it, 0, false
+		}
+		name := text[j-base : j-base+int(size)]
+		if checkName(name) != "" {
+			return it, 0, false
+		}
+		*comps = append(*comps, name)
+		i = j + int(size)
+	}
+	if prev != nil && bytes.Compare(prev, data[start:i]) >= 0 {
+		return it, 0, false
+	}
+	it.path = (*comps)[first:len(*comps):len(*comps)]
+	// The value: [type, content].
+	if len(data)-i < 3 || data[i] != 0x82 {
+		return it, 0, false
+	}
+	switch data[i+1] {
+	case typeRegular, typeExecutable:
+		it.kind = Regular
+		if data[i+1] == typeExecutable {
+			it.kind = Executable
+		}
+		i += 2
+		end := i + len(capPrefix) + 66
+		if end > len(data) || !bytes.Equal(data[i:i+len(capPrefix)], capPrefix[:]) {
+			return it, 0, false
+		}
+		rc, err := parseCapability(data[i+len(capPrefix) : end])
+		if err != nil {
+			return it, 0, false
+		}
+		it.cap = rc
+		i = end
+	case typeSymlink:
+		it.kind = Symlink
+		size, j, ok := canonicalHead(data, i+2, 3)
+		if !ok || size > uint64(len(data)-j) || size > uint64(l.MaxTargetLen) {
+			return it, 0, false
+		}
+		it.target = text[j-base : j-base+int(size)]
+		if checkTarget(it.target) != "" {
+			return it, 0, false
+		}
+		i = j + int(size)
+	default:
+		return it, 0, false
+	}
+	return it, i, true
 }
 
 // parseCapability is the binary form of a read capability.

@@ -28,6 +28,25 @@ func FuzzDecodeCanonical(f *testing.F) {
 		if err == nil {
 			err = c.checkCanonical(ri)
 		}
+		// Arriving in parts, the same index builds the same tree.
+		if len(data) > 0 {
+			step := int(data[0])%97 + 1
+			have := 0
+			built := c.buildCanonical(func(int) ([]byte, bool) {
+				have = min(len(data), have+step)
+				return data[:have], have == len(data)
+			})
+			whole := c.buildCanonical(func(int) ([]byte, bool) { return data, true })
+			if built.ok != whole.ok || built.ok && len(built.all) != len(whole.all) {
+				t.Fatalf("in parts of %d bytes: built %v (%d entries), whole: %v (%d entries)", step, built.ok, len(built.all), whole.ok, len(whole.all))
+			}
+			for i := range built.all {
+				a, b := built.all[i], whole.all[i]
+				if a.Path() != b.Path() || a.kind != b.kind || a.cap != b.cap || a.target != b.target {
+					t.Fatalf("in parts of %d bytes: entry %d is %q, whole: %q", step, i, a.Path(), b.Path())
+				}
+			}
+		}
 		switch {
 		case fast && err != nil:
 			t.Fatalf("fast path accepted an index the general path refuses: %v", err)
@@ -59,7 +78,7 @@ func TestDecodeCanonical(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := readIndex(t.Context(), rc, store, eris.ReaderOptions{}, DefaultMaxIndexSize)
+		b, err := readIndex(t.Context(), rc, store, eris.ReaderOptions{}, DefaultMaxIndexSize, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

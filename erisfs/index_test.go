@@ -293,7 +293,7 @@ func TestVectors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			idx, err := readIndex(ctx, tree.Capability(), store, eris.ReaderOptions{}, DefaultMaxIndexSize)
+			idx, err := readIndex(ctx, tree.Capability(), store, eris.ReaderOptions{}, DefaultMaxIndexSize, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

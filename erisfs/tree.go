@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
@@ -199,11 +200,33 @@ func Open(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, opts 
 		opts.Nodes = eris.NewNodeCache(8 << 20)
 	}
 	ropts := eris.ReaderOptions{Nodes: opts.Nodes, GetterVerifies: opts.GetterVerifies}
-	data, err := readIndex(ctx, rc, g, ropts, opts.Limits.withDefaults().MaxIndexSize)
+	// The tree is built while the index arrives (the fast path of parse,
+	// in the order of the index), so that little is left to do once its
+	// last block is here.
+	var (
+		st   *indexStream
+		fast chan fastTree
+	)
+	if !opts.AllowNonDeterministic {
+		c, err := newCodec(opts.Limits, true)
+		if err != nil {
+			return nil, err
+		}
+		st = newIndexStream()
+		fast = make(chan fastTree, 1)
+		go func() { fast <- c.buildCanonical(st.more) }()
+	}
+	data, err := readIndex(ctx, rc, g, ropts, opts.Limits.withDefaults().MaxIndexSize, st.arrived)
+	var f *fastTree
+	if st != nil {
+		st.end(data)
+		built := <-fast
+		f = &built
+	}
 	if err != nil {
 		return nil, err
 	}
-	t, err := parse(data, g, opts)
+	t, err := parseFast(data, g, opts, f)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", rc, err)
 	}
@@ -212,15 +235,63 @@ func Open(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, opts 
 	return t, nil
 }
 
+// indexStream hands the bytes of an index to the fast path of parse as
+// they arrive.
+type indexStream struct {
+	mu    sync.Mutex
+	cond  sync.Cond
+	data  []byte
+	final bool
+}
+
+func newIndexStream() *indexStream {
+	s := &indexStream{}
+	s.cond.L = &s.mu
+	return s
+}
+
+// arrived is eris.Reader.ReadAllFunc's callback: more of the index is
+// here. It may be called on a nil stream, which wants nothing early.
+func (s *indexStream) arrived(prefix []byte) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.data = prefix
+	s.mu.Unlock()
+	s.cond.Broadcast()
+}
+
+// end says the index is complete (data), or will not be (nil).
+func (s *indexStream) end(data []byte) {
+	s.mu.Lock()
+	s.data, s.final = data, true
+	s.mu.Unlock()
+	s.cond.Broadcast()
+}
+
+// more waits until more than have bytes are here, or the index is
+// complete, and returns what is here and whether that is all.
+func (s *indexStream) more(have int) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.data) <= have && !s.final {
+		s.cond.Wait()
+	}
+	return s.data, s.final
+}
+
 // readIndex fetches the content of rc, at most max bytes: a level of its
 // tree at a time, all the blocks of a level at once (eris.Reader.ReadAll),
 // so an index costs a round trip per level and the time to carry it.
-func readIndex(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, ropts eris.ReaderOptions, max int64) ([]byte, error) {
+// arrived, if not nil, is given the index's bytes as they come (see
+// eris.Reader.ReadAllFunc).
+func readIndex(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, ropts eris.ReaderOptions, max int64, arrived func([]byte)) ([]byte, error) {
 	r, err := eris.NewReaderOptions(ctx, rc, g, ropts)
 	if err != nil {
 		return nil, fmt.Errorf("erisfs: open %s: %w", rc, err)
 	}
-	data, err := r.ReadAll(ctx, max)
+	data, err := r.ReadAllFunc(ctx, max, arrived)
 	if errors.Is(err, eris.ErrTooLarge) {
 		return nil, fmt.Errorf("erisfs: open %s: %w: index of more than %d bytes (the limit): %v", rc, ErrLimit, max, err)
 	}
@@ -232,6 +303,12 @@ func readIndex(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, 
 
 // parse builds a tree from index bytes.
 func parse(data []byte, g eris.BlockGetter, opts OpenOptions) (*Tree, error) {
+	return parseFast(data, g, opts, nil)
+}
+
+// parseFast is parse for an index the fast path has built already, if
+// fast is not nil (see Open).
+func parseFast(data []byte, g eris.BlockGetter, opts OpenOptions, fast *fastTree) (*Tree, error) {
 	strict := !opts.AllowNonDeterministic
 	c, err := newCodec(opts.Limits, strict)
 	if err != nil {
@@ -240,25 +317,26 @@ func parse(data []byte, g eris.BlockGetter, opts OpenOptions) (*Tree, error) {
 	// An index in the deterministic encoding is read in one pass (see
 	// canonical.go); any other goes the general way, which explains what
 	// is wrong with it.
-	var items []item
-	fast := false
-	if strict {
-		items, fast = c.decodeCanonical(data)
+	var f fastTree
+	switch {
+	case fast != nil:
+		f = *fast
+	case strict:
+		f = c.buildCanonical(func(int) ([]byte, bool) { return data, true })
 	}
-	var ri *decodedIndex
-	if !fast {
-		if ri, err = c.decode(data); err != nil {
+	root, all := f.root, f.all
+	if !f.ok {
+		ri, err := c.decode(data)
+		if err != nil {
 			return nil, err
 		}
-		items = ri.items
-	}
-	root, all, err := build(items, c.limits)
-	if err != nil {
-		return nil, err
-	}
-	if strict && !fast {
-		if err := c.checkCanonical(ri); err != nil {
+		if root, all, err = build(ri.items, c.limits); err != nil {
 			return nil, err
+		}
+		if strict {
+			if err := c.checkCanonical(ri); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if opts.Concurrency <= 0 {
@@ -278,7 +356,7 @@ func build(items []item, l Limits) (*Entry, []*Entry, error) {
 			return nil, nil, invalid("", "an entry for the root itself (a single-file tree) beside %d other entries", len(items)-1)
 		}
 	}
-	b := newBuilder(len(items), l)
+	b := newBuilder(len(items), len(items), l)
 	for _, it := range items {
 		if err := b.add(it); err != nil {
 			return nil, nil, err
@@ -308,9 +386,10 @@ type dirName struct {
 	name string
 }
 
-// newBuilder returns a builder for an index of n items.
-func newBuilder(n int, l Limits) *builder {
-	return &builder{l: l, n: n, slab: make([]Entry, 0, n), byName: make(map[dirName]*Entry, n)}
+// newBuilder returns a builder for an index of n items, allocating for
+// alloc of them at first.
+func newBuilder(n, alloc int, l Limits) *builder {
+	return &builder{l: l, n: n, slab: make([]Entry, 0, alloc), byName: make(map[dirName]*Entry, alloc)}
 }
 
 func (b *builder) newEntry(name string, parent *Entry, kind Kind) (*Entry, error) {
