@@ -295,8 +295,13 @@ func TestCLIMountNoFUSE(t *testing.T) {
 func TestCLIRemountAfterKill(t *testing.T) {
 	src, store, rc := offlineSample(t)
 	dir := t.TempDir()
-	p := testenv.Start(t, rc.URN(), dir, "--store", store)
+	p := testenv.Start(t, "-v", rc.URN(), dir, "--store", store)
 	testenv.WaitMounted(t, p, dir, mountTimeout)
+	// Killed between the mount and go-fuse's poll hack (it opens a file
+	// on its own mount right after mounting), the process could never
+	// exit: its own FLUSH of that file would wait for itself. "mounted"
+	// is logged once the hack is done.
+	waitLogged(t, p, "msg=mounted")
 	if err := p.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
