@@ -118,5 +118,8 @@ func Dial(ctx context.Context, rawURL string, opts ClientOptions) (Peer, error) 
 	if ep.transport == transportHTTP {
 		return newHTTPPeer(ep, opts), nil
 	}
+	if ep.transport == transportUDP {
+		return newUDPPeer(ep, opts), nil
+	}
 	return newCoAPPeer(ep, opts), nil
 }

@@ -1,0 +1,239 @@
+package fetcher
+
+import (
+	"net"
+	"net/netip"
+
+	"github.com/plgd-dev/go-coap/v3/message"
+	"github.com/plgd-dev/go-coap/v3/message/codes"
+	coapnet "github.com/plgd-dev/go-coap/v3/net"
+	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+	"github.com/plgd-dev/go-coap/v3/udp/coder"
+
+	"erismount/eris"
+)
+
+// The GET fast path of a UDP listener: a block request from a verified
+// client is answered without go-coap's connection (a goroutine hand-off,
+// a pooled message and a write per datagram): decoded with go-coap's
+// coder in the read loop, answered there when the block is in the block
+// cache (the parts after the first of a 32 KiB block), else by a worker
+// that reads the store. The answers of one batch of datagrams go out in
+// one sendmmsg. Everything else (PUT, discovery, odd options, malformed
+// references) takes go-coap's path.
+
+// blockGet is a GET of the blocks resource, as the fast path takes it.
+type blockGet struct {
+	ref    eris.Ref
+	opt    uint32 // Block2, if hasOpt
+	hasOpt bool
+	typ    message.Type
+	mid    int32
+	token  [8]byte
+	tokLen int
+}
+
+// parseBlockGet reports whether m is a plain GET of the blocks resource
+// with a valid reference and only options the fast path knows.
+func (l *udpListener) parseBlockGet(m *message.Message) (blockGet, bool) {
+	var g blockGet
+	if m.Code != codes.GET || (m.Type != message.Confirmable && m.Type != message.NonConfirmable) || len(m.Token) > 8 {
+		return g, false
+	}
+	seg := 0
+	var query []byte
+	queries := 0
+	for _, o := range m.Options {
+		switch o.ID {
+		case message.URIPath:
+			if seg >= len(l.segs) || string(o.Value) != l.segs[seg] {
+				return g, false
+			}
+			seg++
+		case message.URIQuery:
+			queries++
+			query = o.Value
+		case message.Block2:
+			v, _, err := message.DecodeUint32(o.Value)
+			if err != nil {
+				return g, false
+			}
+			g.opt, g.hasOpt = v, true
+		case message.Echo, message.Size2:
+		default:
+			return g, false
+		}
+	}
+	if seg != len(l.segs) || queries != 1 {
+		return g, false
+	}
+	ref, err := parseRefQuery(string(query), true)
+	if err != nil {
+		return g, false
+	}
+	g.ref, g.typ, g.mid = ref, m.Type, m.MessageID
+	g.tokLen = copy(g.token[:], m.Token)
+	return g, true
+}
+
+// answer builds the response to g from block b (nil: rep says why not)
+// and encodes it into buf (grown if need be).
+func (l *udpListener) answer(g *blockGet, b []byte, cached bool, rep reply, buf []byte) ([]byte, error) {
+	c := l.handler
+	resp := message.Message{Token: g.token[:g.tokLen], Type: message.Acknowledgement, MessageID: g.mid}
+	if g.typ == message.NonConfirmable {
+		resp.Type, resp.MessageID = message.NonConfirmable, int32(message.GetMID())
+	}
+	var ob [16]byte
+	opts := make(message.Options, 0, 4)
+	var err error
+	if b == nil {
+		resp.Code = coapCodes[rep.res]
+		opts, _, err = opts.SetContentFormat(ob[:], message.TextPlain)
+		resp.Payload = []byte(rep.diag)
+		if rep.res == resInternal {
+			l.s.log.Warn("coap: store error", "why", rep.diag)
+		}
+	} else {
+		sl, serr := sliceBlock2(len(b), g.opt, g.hasOpt, true)
+		if serr != nil {
+			resp.Code = codes.BadOption
+			opts, _, err = opts.SetContentFormat(ob[:], message.TextPlain)
+			resp.Payload = []byte(serr.Error())
+		} else {
+			if sl.more && !cached && c.recent != nil {
+				c.recent.Add(g.ref, b) // the next requests of this transfer want it
+			}
+			l.s.stats.sent.Add(uint64(sl.end - sl.off))
+			resp.Code = codes.Content
+			resp.Payload = b[sl.off:sl.end]
+			used := 0
+			var n int
+			opts, n, err = opts.SetContentFormat(ob[used:], message.AppOctets)
+			used += n
+			if err == nil && sl.blockwise {
+				var v uint32
+				if v, err = blockwise.EncodeBlockOption(sl.szx, sl.num, sl.more); err == nil {
+					opts, n, err = opts.SetUint32(ob[used:], message.Block2, v)
+					used += n
+					if err == nil {
+						opts, _, err = opts.SetUint32(ob[used:], message.Size2, uint32(len(b)))
+					}
+				}
+			}
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	resp.Options = opts
+	size, err := coder.DefaultCoder.Size(resp)
+	if err != nil {
+		return nil, err
+	}
+	if cap(buf) < size {
+		buf = make([]byte, size)
+	}
+	buf = buf[:size]
+	_, err = coder.DefaultCoder.Encode(resp, buf)
+	return buf, err
+}
+
+// serveGet answers g from a worker: the store read may block.
+func (l *udpListener) serveGet(g blockGet, ap netip.AddrPort, cm *coapnet.ControlMessage) {
+	l.work.run(func() {
+		ctx, cancel := l.s.storeCtx(l.ctx)
+		defer cancel()
+		b, cached := l.handler.recent.Get(g.ref)
+		var rep reply
+		if !cached {
+			if rep = l.s.getBlock(ctx, g.ref); rep.res == resOK {
+				b = rep.block
+			}
+		}
+		out, err := l.answer(&g, b, cached, rep, nil)
+		if err == nil {
+			err = l.write(ap, cm, out)
+		}
+		if err != nil {
+			l.s.log.Debug("coap udp: cannot answer", "to", ap, "err", err)
+		}
+	}, func() {})
+}
+
+// write sends one datagram to ap, from the address cm names when the
+// listener is bound to a wildcard address.
+func (l *udpListener) write(ap netip.AddrPort, cm *coapnet.ControlMessage, b []byte) error {
+	if l.wild && cm != nil {
+		reply := &coapnet.ControlMessage{IfIndex: cm.IfIndex}
+		if !cm.Dst.IsMulticast() {
+			reply.Src = cm.Dst
+		}
+		return l.conn.WriteWithOptions(b, coapnet.WithRemoteAddr(net.UDPAddrFromAddrPort(ap)), coapnet.WithControlMessage(reply))
+	}
+	_, err := l.raw.WriteToUDPAddrPort(b, ap)
+	return err
+}
+
+// fast tries the fast path for a datagram from the verified client ap.
+// It reports false when go-coap's connection should handle it. An answer
+// made at once is appended to out.
+func (l *udpListener) fast(ap netip.AddrPort, cm *coapnet.ControlMessage, dgram []byte, m *message.Message, out *serverOut) bool {
+	if cap(m.Options) < 16 {
+		m.Options = make(message.Options, 0, 16)
+	}
+	m.Options = m.Options[:0]
+	if _, err := coder.DefaultCoder.Decode(dgram, m); err != nil {
+		return false
+	}
+	g, ok := l.parseBlockGet(m)
+	if !ok {
+		return false
+	}
+	b, cached := l.handler.recent.Get(g.ref)
+	if !cached {
+		l.serveGet(g, ap, cm)
+		return true
+	}
+	buf, err := l.answer(&g, b, true, reply{}, out.buf())
+	if err != nil {
+		return false
+	}
+	out.add(ap, cm, buf)
+	return true
+}
+
+// serverOut collects the answers of one batch of datagrams.
+type serverOut struct {
+	slab  [][]byte
+	n     int
+	bufs  [][]byte
+	addrs []netip.AddrPort
+	cms   []*coapnet.ControlMessage
+}
+
+// buf returns an empty buffer for the next answer.
+func (o *serverOut) buf() []byte {
+	if o.n == len(o.slab) {
+		o.slab = append(o.slab, make([]byte, 0, udpSmallBuf))
+	}
+	b := o.slab[o.n][:0]
+	return b
+}
+
+func (o *serverOut) add(ap netip.AddrPort, cm *coapnet.ControlMessage, b []byte) {
+	if o.n < len(o.slab) && cap(b) == cap(o.slab[o.n]) {
+		o.slab[o.n] = b[:0]
+		o.n++
+	}
+	o.bufs = append(o.bufs, b)
+	o.addrs = append(o.addrs, ap)
+	o.cms = append(o.cms, cm)
+}
+
+func (o *serverOut) reset() {
+	o.n = 0
+	clear(o.bufs)
+	clear(o.cms)
+	o.bufs, o.addrs, o.cms = o.bufs[:0], o.addrs[:0], o.cms[:0]
+}
