@@ -71,6 +71,7 @@ type udpPeer struct {
 type udpSock struct {
 	c     *net.UDPConn
 	batch batchConn
+	gro   bool // the kernel may coalesce datagrams (UDP_GRO)
 	mid   uint16
 	mids  map[uint16]*udpExchange
 }
@@ -125,6 +126,7 @@ type ipMessage = ipv4Message
 
 const (
 	udpBatch     = 32   // datagrams per recvmmsg
+	udpGROBatch  = 8    // buffers per recvmmsg with GRO, each up to 64 KiB
 	udpSmallBuf  = 1536 // a Block2 part of 1 KiB with its header fits
 	udpMaxDgram  = 64 << 10
 	udpTokenSize = 8
@@ -251,7 +253,7 @@ func (p *udpPeer) sockLocked() (*udpSock, error) {
 	}
 	_ = c.SetReadBuffer(udpSocketBuffer)
 	_ = c.SetWriteBuffer(udpSocketBuffer)
-	s := &udpSock{c: c, batch: newBatchConn(c, ra), mid: uint16(p.rng.Uint64()), mids: make(map[uint16]*udpExchange)}
+	s := &udpSock{c: c, batch: newBatchConn(c, ra), gro: enableGRO(c), mid: uint16(p.rng.Uint64()), mids: make(map[uint16]*udpExchange)}
 	p.socks[i] = s
 	p.wg.Add(1)
 	go p.readLoop(s)
@@ -519,14 +521,24 @@ func (p *udpPeer) send(l *sendList) {
 func (p *udpPeer) readLoop(s *udpSock) {
 	defer p.wg.Done()
 	msgs := make([]ipMessage, udpBatch)
-	// Each datagram has a small buffer of its own and shares a large one
-	// for the rest: a response of more than udpSmallBuf bytes (a whole
-	// block at once, from another server) is whole if it is the only one
-	// of its batch that large.
-	small := make([]byte, udpBatch*udpSmallBuf)
-	big := make([]byte, udpMaxDgram+1)
-	for i := range msgs {
-		msgs[i].Buffers = [][]byte{small[i*udpSmallBuf : (i+1)*udpSmallBuf : (i+1)*udpSmallBuf], big}
+	// Without GRO each datagram has a small buffer of its own and shares a
+	// large one for the rest: a response of more than udpSmallBuf bytes (a
+	// whole block at once, from another server) is whole if it is the only
+	// one of its batch that large. With GRO a buffer may hold a train of
+	// datagrams: fewer, each of the largest size.
+	var small, big []byte
+	if s.gro {
+		msgs = msgs[:udpGROBatch]
+		for i := range msgs {
+			msgs[i].Buffers = [][]byte{make([]byte, udpMaxDgram+1)}
+			msgs[i].OOB = make([]byte, 64)
+		}
+	} else {
+		small = make([]byte, udpBatch*udpSmallBuf)
+		big = make([]byte, udpMaxDgram+1)
+		for i := range msgs {
+			msgs[i].Buffers = [][]byte{small[i*udpSmallBuf : (i+1)*udpSmallBuf : (i+1)*udpSmallBuf], big}
+		}
 	}
 	dgram := make([]byte, 0, udpMaxDgram+1)
 	var in message.Message
@@ -552,6 +564,22 @@ func (p *udpPeer) readLoop(s *udpSock) {
 		p.mu.Lock()
 		for i := range n {
 			m := &msgs[i]
+			if s.gro {
+				if m.N > udpMaxDgram || m.Flags&syscall.MSG_TRUNC != 0 {
+					continue
+				}
+				b := m.Buffers[0][:m.N]
+				seg := groSize(m.OOB[:m.NN])
+				if seg <= 0 {
+					seg = len(b)
+				}
+				for len(b) > 0 {
+					k := min(seg, len(b))
+					p.handleLocked(s, b[:k], &in, &out)
+					b = b[k:]
+				}
+				continue
+			}
 			var b []byte
 			switch {
 			case m.N <= udpSmallBuf:

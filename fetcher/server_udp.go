@@ -44,14 +44,16 @@ const maxUDPClients = 4096
 // rather than replayed: GET and PUT of content-addressed blocks are
 // idempotent, so that is safe (RFC 7252 §4.5 allows it).
 type udpListener struct {
-	s       *Server
-	raw     *net.UDPConn
-	conn    *coapnet.UDPConn
-	wild    bool // bound to 0.0.0.0 or [::]: read control messages to reply from the right address
-	handler *coapBlocks
-	segs    []string // the Uri-Path of the blocks resource
-	mpool   *pool.Pool
-	echo    echoKey // makes the Echo values that verify client addresses
+	s        *Server
+	raw      *net.UDPConn
+	conn     *coapnet.UDPConn
+	wild     bool // bound to 0.0.0.0 or [::]: read control messages to reply from the right address
+	handler  *coapBlocks
+	segs     []string       // the Uri-Path of the blocks resource
+	noGSO    atomic.Bool    // a GSO send failed: the kernel cannot
+	gsoCache map[int][]byte // UDP_SEGMENT control messages by size (read loop only)
+	mpool    *pool.Pool
+	echo     echoKey // makes the Echo values that verify client addresses
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -177,7 +179,7 @@ func (l *udpListener) readBatches(m *message.Message, out *serverOut) {
 		msgs[i].Buffers = [][]byte{smalls[i*small : (i+1)*small : (i+1)*small], big}
 	}
 	dgram := make([]byte, 0, 64<<10+1)
-	wmsgs := make([]ipMessage, udpBatch)
+	wmsgs := make([]ipMessage, 0, udpBatch)
 	for {
 		n, err := bc.ReadBatch(msgs, 0)
 		if err != nil {
@@ -209,19 +211,7 @@ func (l *udpListener) readBatches(m *message.Message, out *serverOut) {
 			}
 			l.datagram(ua.AddrPort(), nil, b, m, out)
 		}
-		for len(out.bufs) > 0 {
-			k := min(len(out.bufs), len(wmsgs))
-			for i := range k {
-				wmsgs[i].Buffers = out.bufs[i : i+1]
-				wmsgs[i].Addr = net.UDPAddrFromAddrPort(out.addrs[i])
-			}
-			sent, err := bc.WriteBatch(wmsgs[:k], 0)
-			if err != nil {
-				l.s.log.Debug("coap udp: cannot answer", "to", out.addrs[sent], "err", err)
-				sent++ // that one is lost: the client asks again
-			}
-			out.bufs, out.addrs, out.cms = out.bufs[sent:], out.addrs[sent:], out.cms[sent:]
-		}
+		l.flush(bc, out, wmsgs)
 		out.reset()
 	}
 }

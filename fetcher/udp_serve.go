@@ -1,8 +1,10 @@
 package fetcher
 
 import (
+	"cmp"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -205,11 +207,13 @@ func (l *udpListener) fast(ap netip.AddrPort, cm *coapnet.ControlMessage, dgram 
 
 // serverOut collects the answers of one batch of datagrams.
 type serverOut struct {
-	slab  [][]byte
-	n     int
-	bufs  [][]byte
-	addrs []netip.AddrPort
-	cms   []*coapnet.ControlMessage
+	order  []int
+	sorted [][]byte
+	slab   [][]byte
+	n      int
+	bufs   [][]byte
+	addrs  []netip.AddrPort
+	cms    []*coapnet.ControlMessage
 }
 
 // buf returns an empty buffer for the next answer.
@@ -237,3 +241,101 @@ func (o *serverOut) reset() {
 	clear(o.cms)
 	o.bufs, o.addrs, o.cms = o.bufs[:0], o.addrs[:0], o.cms[:0]
 }
+
+// flush sends the answers collected from one batch of datagrams: those of
+// one size to one client as one buffer with UDP_SEGMENT (GSO) where the
+// kernel can, the rest as they are, all in as few sendmmsg calls as
+// possible.
+func (l *udpListener) flush(bc batchConn, out *serverOut, wmsgs []ipMessage) {
+	if len(out.bufs) == 0 {
+		return
+	}
+	order := out.order[:0]
+	for i := range out.bufs {
+		order = append(order, i)
+	}
+	gso := gsoSupported && !l.noGSO.Load() && len(order) > 1
+	if gso {
+		slices.SortStableFunc(order, func(a, b int) int {
+			if c := out.addrs[a].Compare(out.addrs[b]); c != 0 {
+				return c
+			}
+			return cmp.Compare(len(out.bufs[a]), len(out.bufs[b]))
+		})
+	}
+	sorted := out.sorted[:0]
+	for _, i := range order {
+		sorted = append(sorted, out.bufs[i])
+	}
+	wmsgs = wmsgs[:0]
+	var retry [][]byte // buffers of a GSO send that failed
+	var retryTo []netip.AddrPort
+	send := func() {
+		for len(wmsgs) > 0 {
+			n, err := bc.WriteBatch(wmsgs, 0)
+			if err != nil {
+				m := wmsgs[n]
+				if m.OOB != nil {
+					// No GSO here after all: send them one by one.
+					l.noGSO.Store(true)
+					for _, b := range m.Buffers {
+						retry = append(retry, b)
+						retryTo = append(retryTo, m.Addr.(*net.UDPAddr).AddrPort())
+					}
+				} else {
+					l.s.log.Debug("coap udp: cannot answer", "to", m.Addr, "err", err)
+				}
+				n++
+			}
+			wmsgs = wmsgs[n:]
+		}
+		wmsgs = wmsgs[:0]
+	}
+	for i := 0; i < len(order); {
+		ap, size := out.addrs[order[i]], len(sorted[i])
+		j := i + 1
+		if gso {
+			for j < len(order) && j-i < gsoMaxSegments && (j-i+1)*size <= gsoMaxBytes &&
+				out.addrs[order[j]] == ap && len(sorted[j]) == size {
+				j++
+			}
+		}
+		m := ipMessage{Buffers: sorted[i:j:j], Addr: net.UDPAddrFromAddrPort(ap)}
+		if j-i > 1 {
+			m.OOB = l.gsoOOB(size)
+		}
+		wmsgs = append(wmsgs, m)
+		if len(wmsgs) == cap(wmsgs) {
+			send()
+		}
+		i = j
+	}
+	send()
+	for i, b := range retry {
+		if err := l.write(retryTo[i], nil, b); err != nil {
+			l.s.log.Debug("coap udp: cannot answer", "to", retryTo[i], "err", err)
+		}
+	}
+	clear(sorted)
+	out.sorted, out.order = sorted[:0], order[:0]
+}
+
+// gsoOOB returns the UDP_SEGMENT control message for size, made once.
+func (l *udpListener) gsoOOB(size int) []byte {
+	if l.gsoCache == nil {
+		l.gsoCache = make(map[int][]byte)
+	}
+	oob := l.gsoCache[size]
+	if oob == nil {
+		oob = gsoOOB(size)
+		l.gsoCache[size] = oob
+	}
+	return oob
+}
+
+// Linux sends at most 64 segments (UDP_MAX_SEGMENTS) of at most 64 KiB
+// in all in one GSO send.
+const (
+	gsoMaxSegments = 64
+	gsoMaxBytes    = 65000
+)
