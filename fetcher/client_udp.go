@@ -1,6 +1,7 @@
 package fetcher
 
 import (
+	"cmp"
 	"context"
 	crand "crypto/rand"
 	"encoding/binary"
@@ -9,8 +10,10 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -62,13 +65,15 @@ type udpPeer struct {
 	echo     []byte // the last Echo value the server asked for (RFC 9175)
 	rng      *rand.ChaCha8
 	timerOn  bool
-	retrans  uint64 // retransmissions sent
-	timeouts uint64 // exchanges given up after MaxRetransmit
+	noGSO    atomic.Bool // a GSO send failed: the kernel cannot
+	retrans  uint64      // retransmissions sent
+	timeouts uint64      // exchanges given up after MaxRetransmit
 }
 
 // udpSock is one socket of a udpPeer. Its fields other than c and batch
 // are guarded by the peer's mu.
 type udpSock struct {
+	idx   int
 	c     *net.UDPConn
 	batch batchConn
 	gro   bool // the kernel may coalesce datagrams (UDP_GRO)
@@ -253,7 +258,7 @@ func (p *udpPeer) sockLocked() (*udpSock, error) {
 	}
 	_ = c.SetReadBuffer(udpSocketBuffer)
 	_ = c.SetWriteBuffer(udpSocketBuffer)
-	s := &udpSock{c: c, batch: newBatchConn(c, ra), gro: enableGRO(c), mid: uint16(p.rng.Uint64()), mids: make(map[uint16]*udpExchange)}
+	s := &udpSock{idx: i, c: c, batch: newBatchConn(c, ra), gro: enableGRO(c), mid: uint16(p.rng.Uint64()), mids: make(map[uint16]*udpExchange)}
 	p.socks[i] = s
 	p.wg.Add(1)
 	go p.readLoop(s)
@@ -431,78 +436,48 @@ func (p *udpPeer) finishLocked(t *udpTransfer, err error) {
 
 // sendList collects datagrams to send once the lock is released.
 type sendList struct {
-	ex   []*udpExchange
-	reqs [][]byte
-	acks []ackOut
+	reqs []sendReq
+	acks []sendReq
 }
 
-type ackOut struct {
+type sendReq struct {
 	sock *udpSock
+	ex   *udpExchange // nil for an ACK
 	b    []byte
 }
 
 func (l *sendList) add(ex *udpExchange) {
-	l.ex = append(l.ex, ex)
-	l.reqs = append(l.reqs, ex.req)
+	l.reqs = append(l.reqs, sendReq{ex.sock, ex, ex.req})
 }
 
 func (l *sendList) reset() {
-	clear(l.ex)
 	clear(l.reqs)
-	l.ex, l.reqs, l.acks = l.ex[:0], l.reqs[:0], l.acks[:0]
+	clear(l.acks)
+	l.reqs, l.acks = l.reqs[:0], l.acks[:0]
 }
 
-// send writes the collected datagrams, in batches per socket. A socket
-// error (an ICMP error reported on send) fails the transfers concerned.
+// send writes the collected datagrams, in batches per socket (sendmmsg);
+// requests of one size on one socket go as one buffer with UDP_SEGMENT
+// (GSO) where the kernel can. A socket error (an ICMP error reported on
+// send) fails the transfers concerned; a datagram not sent for another
+// reason is left to retransmission.
 func (p *udpPeer) send(l *sendList) {
-	if len(l.ex) == 0 && len(l.acks) == 0 {
+	if len(l.reqs) == 0 && len(l.acks) == 0 {
 		return
 	}
-	var msgs [udpBatch]ipMessage
+	gso := gsoSupported && !p.noGSO.Load()
+	if len(l.reqs) > 1 {
+		slices.SortStableFunc(l.reqs, func(a, b sendReq) int {
+			if c := cmp.Compare(a.sock.idx, b.sock.idx); c != 0 {
+				return c
+			}
+			return cmp.Compare(len(a.b), len(b.b))
+		})
+	}
 	var failed []*udpExchange
 	var failErr error
-	flush := func(s *udpSock, exs []*udpExchange, bufs [][]byte) {
-		for len(bufs) > 0 {
-			k := min(len(bufs), udpBatch)
-			for i := range k {
-				msgs[i].Buffers = bufs[i : i+1]
-				msgs[i].Addr = nil
-			}
-			n, err := s.batch.WriteBatch(msgs[:k], 0)
-			if err != nil {
-				if isClosedErr(err) {
-					return
-				}
-				// The datagram at n was not sent: fail its transfer,
-				// leave the rest to retransmission.
-				if exs != nil {
-					failed = append(failed, exs[n])
-					failErr = socketErr(err)
-				}
-				n++
-			}
-			bufs = bufs[n:]
-			if exs != nil {
-				exs = exs[n:]
-			}
-		}
-	}
-	// Group by socket, keeping order within each.
-	for len(l.ex) > 0 {
-		s := l.ex[0].sock
-		j := 1
-		for j < len(l.ex) && l.ex[j].sock == s {
-			j++
-		}
-		flush(s, l.ex[:j], l.reqs[:j])
-		l.ex, l.reqs = l.ex[j:], l.reqs[j:]
-	}
-	for _, a := range l.acks {
-		flush(a.sock, nil, [][]byte{a.b})
-	}
-	for i := range msgs {
-		msgs[i].Buffers = nil
-	}
+	p.flush(l.reqs, gso, &failed, &failErr)
+	p.flush(l.acks, false, nil, nil)
 	if len(failed) > 0 {
 		p.mu.Lock()
 		for _, ex := range failed {
@@ -514,6 +489,63 @@ func (p *udpPeer) send(l *sendList) {
 		p.pumpLocked(&out)
 		p.mu.Unlock()
 		p.send(&out)
+	}
+}
+
+// flush writes reqs, grouped by socket (and, with gso, by size).
+func (p *udpPeer) flush(reqs []sendReq, gso bool, failed *[]*udpExchange, failErr *error) {
+	var msgs [udpBatch]ipMessage
+	bufs := make([][]byte, len(reqs))
+	for i, r := range reqs {
+		bufs[i] = r.b
+	}
+	for len(reqs) > 0 {
+		s := reqs[0].sock
+		// One socket's datagrams, as messages of one or a train of them.
+		k, start := 0, 0
+		var firsts [udpBatch]int
+		for start < len(reqs) && reqs[start].sock == s && k < udpBatch {
+			end := start + 1
+			if gso {
+				size := len(reqs[start].b)
+				for end < len(reqs) && reqs[end].sock == s && len(reqs[end].b) == size &&
+					end-start < gsoMaxSegments && (end-start+1)*size <= gsoMaxBytes {
+					end++
+				}
+			}
+			msgs[k] = ipMessage{Buffers: bufs[start:end:end]}
+			if end-start > 1 {
+				msgs[k].OOB = gsoOOB(len(reqs[start].b))
+			}
+			firsts[k] = start
+			k++
+			start = end
+		}
+		n, err := s.batch.WriteBatch(msgs[:k], 0)
+		if err != nil && isClosedErr(err) {
+			return
+		}
+		if err != nil && n < k {
+			m := msgs[n]
+			from, to := firsts[n], firsts[n]+len(m.Buffers)
+			switch {
+			case m.OOB != nil:
+				// No GSO here after all: those one by one, and no more.
+				p.noGSO.Store(true)
+				p.flush(reqs[from:to], false, failed, failErr)
+			case failed != nil:
+				for _, r := range reqs[from:to] {
+					*failed = append(*failed, r.ex)
+				}
+				*failErr = socketErr(err)
+			}
+			n++
+		}
+		next := start
+		if n < k {
+			next = firsts[n]
+		}
+		reqs, bufs = reqs[next:], bufs[next:]
 	}
 }
 
@@ -653,7 +685,7 @@ func (p *udpPeer) handleLocked(s *udpSock, b []byte, m *message.Message, out *se
 		ack := make([]byte, 4)
 		ack[0] = 1<<6 | byte(message.Acknowledgement)<<4
 		binary.BigEndian.PutUint16(ack[2:], uint16(m.MessageID))
-		out.acks = append(out.acks, ackOut{s, ack})
+		out.acks = append(out.acks, sendReq{sock: s, b: ack})
 	}
 	if len(m.Token) != udpTokenSize || m.Type == message.Reset {
 		return
