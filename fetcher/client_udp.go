@@ -55,19 +55,23 @@ type udpPeer struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // socket readers and the timer
 
-	mu       sync.Mutex
-	closed   bool
-	socks    []*udpSock // created on first use
-	next     int        // socket for the next transfer
-	tokens   map[uint64]*udpExchange
-	queue    []*udpExchange // waiting for room in the window
-	win      aimdWindow
-	echo     []byte // the last Echo value the server asked for (RFC 9175)
-	rng      *rand.ChaCha8
-	timerOn  bool
-	noGSO    atomic.Bool // a GSO send failed: the kernel cannot
-	retrans  uint64      // retransmissions sent
-	timeouts uint64      // exchanges given up after MaxRetransmit
+	mu      sync.Mutex
+	closed  bool
+	socks   []*udpSock // created on first use
+	next    int        // socket for the next transfer
+	tokens  map[uint64]*udpExchange
+	queue   []*udpExchange // waiting for room in the window
+	win     aimdWindow
+	echo    []byte // the last Echo value the server asked for (RFC 9175)
+	rng     *rand.ChaCha8
+	timerOn bool
+	noGSO   atomic.Bool // a GSO send failed: the kernel cannot
+
+	outMu                sync.Mutex // guards the datagrams waiting to be written
+	outBusy              bool       // someone writes them
+	outPending, outSpare sendList
+	retrans              uint64 // retransmissions sent
+	timeouts             uint64 // exchanges given up after MaxRetransmit
 }
 
 // udpSock is one socket of a udpPeer. Its fields other than c and batch
@@ -456,15 +460,41 @@ func (l *sendList) reset() {
 	l.reqs, l.acks = l.reqs[:0], l.acks[:0]
 }
 
-// send writes the collected datagrams, in batches per socket (sendmmsg);
-// requests of one size on one socket go as one buffer with UDP_SEGMENT
-// (GSO) where the kernel can. A socket error (an ICMP error reported on
-// send) fails the transfers concerned; a datagram not sent for another
-// reason is left to retransmission.
+// send writes the collected datagrams. Whoever finds nobody writing
+// writes what the others add meanwhile too (flat combining): requests of
+// many callers go out in one batch, without a writer goroutine to hand
+// them to.
 func (p *udpPeer) send(l *sendList) {
 	if len(l.reqs) == 0 && len(l.acks) == 0 {
 		return
 	}
+	p.outMu.Lock()
+	p.outPending.reqs = append(p.outPending.reqs, l.reqs...)
+	p.outPending.acks = append(p.outPending.acks, l.acks...)
+	if p.outBusy {
+		p.outMu.Unlock()
+		return
+	}
+	p.outBusy = true
+	for len(p.outPending.reqs) > 0 || len(p.outPending.acks) > 0 {
+		batch := p.outPending
+		p.outPending, p.outSpare = p.outSpare, sendList{}
+		p.outMu.Unlock()
+		p.sendNow(&batch)
+		batch.reset()
+		p.outMu.Lock()
+		p.outSpare = batch
+	}
+	p.outBusy = false
+	p.outMu.Unlock()
+}
+
+// sendNow writes the collected datagrams, in batches per socket (sendmmsg);
+// requests of one size on one socket go as one buffer with UDP_SEGMENT
+// (GSO) where the kernel can. A socket error (an ICMP error reported on
+// send) fails the transfers concerned; a datagram not sent for another
+// reason is left to retransmission.
+func (p *udpPeer) sendNow(l *sendList) {
 	gso := gsoSupported && !p.noGSO.Load()
 	if len(l.reqs) > 1 {
 		slices.SortStableFunc(l.reqs, func(a, b sendReq) int {

@@ -49,11 +49,16 @@ type udpListener struct {
 	conn     *coapnet.UDPConn
 	wild     bool // bound to 0.0.0.0 or [::]: read control messages to reply from the right address
 	handler  *coapBlocks
-	segs     []string       // the Uri-Path of the blocks resource
-	noGSO    atomic.Bool    // a GSO send failed: the kernel cannot
-	gsoCache map[int][]byte // UDP_SEGMENT control messages by size (read loop only)
-	mpool    *pool.Pool
-	echo     echoKey // makes the Echo values that verify client addresses
+	segs     []string    // the Uri-Path of the blocks resource
+	batch    batchConn   // the socket in batches, when bound to one address
+	noGSO    atomic.Bool // a GSO send failed: the kernel cannot
+	gsoCache sync.Map    // UDP_SEGMENT control messages by size
+
+	outMu                sync.Mutex // guards the answers of workers waiting to be written
+	outBusy              bool       // a worker writes them
+	outPending, outSpare serverOut
+	mpool                *pool.Pool
+	echo                 echoKey // makes the Echo values that verify client addresses
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -114,6 +119,9 @@ func (s *Server) listenUDP(ep endpoint) (listener, string, error) {
 			l.segs = append(l.segs, seg)
 		}
 	}
+	if !l.wild {
+		l.batch = newBatchConn(raw, raw.LocalAddr().(*net.UDPAddr))
+	}
 	if s.opts.Discoverable {
 		if !l.wild {
 			l.s.log.Warn("a CoAP/UDP listener on a specific address cannot be discovered: listen on 0.0.0.0 or [::]", "addr", ep.addr)
@@ -169,7 +177,7 @@ func (l *udpListener) readLoop() {
 // reads datagrams in batches (recvmmsg) and sends the answers made at once
 // in batches (sendmmsg).
 func (l *udpListener) readBatches(m *message.Message, out *serverOut) {
-	bc := newBatchConn(l.raw, l.raw.LocalAddr().(*net.UDPAddr))
+	bc := l.batch
 	msgs := make([]ipMessage, udpBatch)
 	// As in udpPeer.readLoop: a small buffer each, a large one shared.
 	const small = 2048

@@ -154,13 +154,44 @@ func (l *udpListener) serveGet(g blockGet, ap netip.AddrPort, cm *coapnet.Contro
 			}
 		}
 		out, err := l.answer(&g, b, cached, rep, nil)
-		if err == nil {
+		switch {
+		case err == nil && l.batch != nil:
+			l.sendCombined(ap, out)
+			return
+		case err == nil:
 			err = l.write(ap, cm, out)
 		}
 		if err != nil {
 			l.s.log.Debug("coap udp: cannot answer", "to", ap, "err", err)
 		}
 	}, func() {})
+}
+
+// sendCombined sends an answer a worker made: the worker that finds
+// nobody writing writes the answers the others add meanwhile too, in
+// batches (flat combining, as udpPeer.send).
+func (l *udpListener) sendCombined(ap netip.AddrPort, b []byte) {
+	l.outMu.Lock()
+	l.outPending.bufs = append(l.outPending.bufs, b)
+	l.outPending.addrs = append(l.outPending.addrs, ap)
+	l.outPending.cms = append(l.outPending.cms, nil)
+	if l.outBusy {
+		l.outMu.Unlock()
+		return
+	}
+	l.outBusy = true
+	wmsgs := make([]ipMessage, 0, udpBatch)
+	for len(l.outPending.bufs) > 0 {
+		out := l.outPending
+		l.outPending, l.outSpare = l.outSpare, serverOut{}
+		l.outMu.Unlock()
+		l.flush(l.batch, &out, wmsgs)
+		out.reset()
+		l.outMu.Lock()
+		l.outSpare = out
+	}
+	l.outBusy = false
+	l.outMu.Unlock()
 }
 
 // write sends one datagram to ap, from the address cm names when the
@@ -322,14 +353,11 @@ func (l *udpListener) flush(bc batchConn, out *serverOut, wmsgs []ipMessage) {
 
 // gsoOOB returns the UDP_SEGMENT control message for size, made once.
 func (l *udpListener) gsoOOB(size int) []byte {
-	if l.gsoCache == nil {
-		l.gsoCache = make(map[int][]byte)
+	if oob, ok := l.gsoCache.Load(size); ok {
+		return oob.([]byte)
 	}
-	oob := l.gsoCache[size]
-	if oob == nil {
-		oob = gsoOOB(size)
-		l.gsoCache[size] = oob
-	}
+	oob := gsoOOB(size)
+	l.gsoCache.Store(size, oob)
 	return oob
 }
 
