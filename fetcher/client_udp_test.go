@@ -343,3 +343,63 @@ func FuzzUDPClientDatagram(f *testing.F) {
 		}
 	})
 }
+
+// FuzzUDPBlockGet feeds datagrams to the server's fast path: a request it
+// takes is answered with at most 1 KiB of the block, in a message that
+// decodes, with the request's token.
+func FuzzUDPBlockGet(f *testing.F) {
+	block := randomBlocks(f, 1, eris.BlockSize32K)[0]
+	ref := eris.RefOf(block)
+	get := func(typ message.Type, block2 int64, extra ...message.Option) []byte {
+		m := message.Message{Code: codes.GET, Type: typ, MessageID: 3, Token: []byte{1, 2, 3, 4, 5, 6, 7, 8}}
+		for _, p := range []string{".well-known", "eris", "blocks"} {
+			m.Options = append(m.Options, message.Option{ID: message.URIPath, Value: []byte(p)})
+		}
+		m.Options = append(m.Options, message.Option{ID: message.URIQuery, Value: []byte(ref.String())})
+		if block2 >= 0 {
+			v, _ := blockwise.EncodeBlockOption(blockwise.SZX1024, block2, false)
+			b := make([]byte, 4)
+			n, _ := message.EncodeUint32(b, v)
+			m.Options = append(m.Options, message.Option{ID: message.Block2, Value: b[:n]})
+		}
+		m.Options = append(m.Options, extra...)
+		buf := make([]byte, 512)
+		n, err := coder.DefaultCoder.Encode(m, buf)
+		if err != nil {
+			f.Fatal(err)
+		}
+		return buf[:n]
+	}
+	f.Add(get(message.Confirmable, -1))
+	f.Add(get(message.Confirmable, 5))
+	f.Add(get(message.NonConfirmable, 31))
+	f.Add(get(message.Confirmable, 40))
+	f.Add(get(message.Confirmable, 1, message.Option{ID: message.Echo, Value: []byte("0123456789ab")}))
+	store, _ := storeWith(f, block)
+	srv := NewServer(store, ServerOptions{})
+	f.Cleanup(func() { srv.Close() })
+	ep, _ := parseEndpoint("coap://127.0.0.1:0")
+	l := &udpListener{s: srv, handler: srv.newCoAPBlocks(ep), segs: []string{".well-known", "eris", "blocks"}}
+	f.Fuzz(func(t *testing.T, dgram []byte) {
+		var m message.Message
+		m.Options = make(message.Options, 0, 16)
+		if _, err := coder.DefaultCoder.Decode(dgram, &m); err != nil {
+			return
+		}
+		g, ok := l.parseBlockGet(&m)
+		if !ok {
+			return
+		}
+		if g.ref != ref {
+			return
+		}
+		out, err := l.answer(&g, block, false, reply{}, nil)
+		if err != nil {
+			t.Fatalf("no answer: %v", err)
+		}
+		resp := decodeCoAP(t, out)
+		if len(resp.Payload) > eris.BlockSize1K || !bytes.Equal(resp.Token, m.Token) {
+			t.Fatalf("answer of %d bytes with token %x to token %x", len(resp.Payload), resp.Token, m.Token)
+		}
+	})
+}
