@@ -135,7 +135,7 @@ type ipMessage = ipv4Message
 
 const (
 	udpBatch     = 32   // datagrams per recvmmsg
-	udpGROBatch  = 8    // buffers per recvmmsg with GRO, each up to 64 KiB
+	udpGROBatch  = 4    // buffers per recvmmsg with GRO, each up to 64 KiB
 	udpSmallBuf  = 1536 // a Block2 part of 1 KiB with its header fits
 	udpMaxDgram  = 64 << 10
 	udpTokenSize = 8

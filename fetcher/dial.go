@@ -27,8 +27,8 @@ type Peer interface {
 type ClientOptions struct {
 	// Logger receives connection events; nil discards.
 	Logger *slog.Logger
-	// Conns is the number of sockets (CoAP over UDP, default 4) or
-	// connections (TCP and Unix, default 2) a peer spreads requests over.
+	// Conns is the number of sockets (CoAP over UDP) or connections (TCP
+	// and Unix) a peer spreads requests over (default 2).
 	// One goroutine reads each (go-coap's over TCP, ours over UDP), so
 	// several keep both ends busy on more than one core.
 	Conns int
@@ -65,9 +65,6 @@ func (o *ClientOptions) fill(t transport) {
 	}
 	if o.Conns <= 0 {
 		o.Conns = 2
-		if t == transportUDP {
-			o.Conns = 4
-		}
 	}
 	if o.MaxInFlight <= 0 {
 		// A CoAP peer takes many requests on one socket or connection;
