@@ -203,6 +203,9 @@ func (p *udpPeer) run(ctx context.Context, ref eris.Ref, put []byte) ([]byte, er
 		return nil, err
 	}
 	defer p.sem.release()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	t := &udpTransfer{query: []byte(ref.String()), put: put, done: make(chan struct{}), total: -1}
 	var out sendList
 	p.mu.Lock()
@@ -316,6 +319,7 @@ func (p *udpPeer) startLocked(ex *udpExchange) error {
 	}
 	p.newMIDLocked(ex)
 	if err := p.encodeLocked(ex); err != nil {
+		delete(ex.sock.mids, ex.mid)
 		return err
 	}
 	p.tokens[ex.token] = ex

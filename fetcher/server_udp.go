@@ -54,6 +54,10 @@ type udpListener struct {
 	noGSO    atomic.Bool // a GSO send failed: the kernel cannot
 	gsoCache sync.Map    // UDP_SEGMENT control messages by size
 
+	jobs       chan getJob // block GETs for the fast path's idle workers
+	getWorkers atomic.Int64
+	deadline   atomic.Pointer[sharedDeadline]
+
 	outMu                sync.Mutex // guards the answers of workers waiting to be written
 	outBusy              bool       // a worker writes them
 	outPending, outSpare serverOut
@@ -113,6 +117,7 @@ func (s *Server) listenUDP(ep endpoint) (listener, string, error) {
 		cancel:  cancel,
 		work:    newWorkers(ctx, s.opts.Workers),
 		clients: make(map[netip.AddrPort]*udpClientState),
+		jobs:    make(chan getJob),
 	}
 	for _, seg := range strings.Split(ep.blocksPath(), "/") {
 		if seg != "" {

@@ -2,9 +2,11 @@ package fetcher
 
 import (
 	"cmp"
+	"context"
 	"net"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/plgd-dev/go-coap/v3/message"
 	"github.com/plgd-dev/go-coap/v3/message/codes"
@@ -141,30 +143,92 @@ func (l *udpListener) answer(g *blockGet, b []byte, cached bool, rep reply, buf 
 	return buf, err
 }
 
-// serveGet answers g from a worker: the store read may block.
+// getJob is a block GET for a worker of the fast path.
+type getJob struct {
+	g  blockGet
+	ap netip.AddrPort
+	cm *coapnet.ControlMessage
+}
+
+// serveGet answers g from a worker: the store read may block. The
+// workers are started as needed, up to ServerOptions.Workers, and kept
+// until the listener stops (a goroutine per request, its stack grown
+// anew each time, cost a tenth of a 1 KiB block); when all are busy the
+// read loop waits for one.
 func (l *udpListener) serveGet(g blockGet, ap netip.AddrPort, cm *coapnet.ControlMessage) {
-	l.work.run(func() {
-		ctx, cancel := l.s.storeCtx(l.ctx)
-		defer cancel()
-		b, cached := l.handler.recent.Get(g.ref)
-		var rep reply
-		if !cached {
-			if rep = l.s.getBlock(ctx, g.ref); rep.res == resOK {
-				b = rep.block
-			}
-		}
-		out, err := l.answer(&g, b, cached, rep, nil)
-		switch {
-		case err == nil && l.batch != nil:
-			l.sendCombined(ap, out)
+	job := getJob{g, ap, cm}
+	select {
+	case l.jobs <- job: // an idle worker
+		return
+	default:
+	}
+	if l.getWorkers.Add(1) <= int64(l.s.opts.Workers) {
+		l.wg.Add(1) // the read loop, our caller, holds wg above zero
+		go l.getWorker(job)
+		return
+	}
+	l.getWorkers.Add(-1)
+	select {
+	case l.jobs <- job:
+	case <-l.ctx.Done():
+	}
+}
+
+func (l *udpListener) getWorker(job getJob) {
+	defer l.wg.Done()
+	for {
+		l.answerGet(job)
+		select {
+		case job = <-l.jobs:
+		case <-l.ctx.Done():
 			return
-		case err == nil:
-			err = l.write(ap, cm, out)
 		}
-		if err != nil {
-			l.s.log.Debug("coap udp: cannot answer", "to", ap, "err", err)
+	}
+}
+
+func (l *udpListener) answerGet(job getJob) {
+	g, ap, cm := job.g, job.ap, job.cm
+	b, cached := l.handler.recent.Get(g.ref)
+	var rep reply
+	if !cached {
+		if rep = l.s.getBlock(l.storeCtx(), g.ref); rep.res == resOK {
+			b = rep.block
 		}
-	}, func() {})
+	}
+	out, err := l.answer(&g, b, cached, rep, nil)
+	switch {
+	case err == nil && l.batch != nil:
+		l.sendCombined(ap, out)
+		return
+	case err == nil:
+		err = l.write(ap, cm, out)
+	}
+	if err != nil {
+		l.s.log.Debug("coap udp: cannot answer", "to", ap, "err", err)
+	}
+}
+
+// storeCtx bounds a store read of the fast path: a context with a
+// deadline shared by the reads that start within an eighth of
+// StoreTimeout, so each read gets between 7/8 and all of it, without a
+// timer of its own.
+func (l *udpListener) storeCtx() context.Context {
+	now := time.Now()
+	if d := l.deadline.Load(); d != nil && now.Before(d.renew) {
+		return d.ctx
+	}
+	timeout := l.s.opts.StoreTimeout
+	ctx, cancel := context.WithTimeout(l.ctx, timeout)
+	l.deadline.Store(&sharedDeadline{ctx: ctx, cancel: cancel, renew: now.Add(timeout / 8)})
+	return ctx
+}
+
+// sharedDeadline is a store deadline several reads share; its context
+// ends by itself at the deadline (cancel is kept for vet's sake).
+type sharedDeadline struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	renew  time.Time
 }
 
 // sendCombined sends an answer a worker made: the worker that finds
