@@ -508,26 +508,26 @@ func (p *udpPeer) sendNow(l *sendList) {
 			return cmp.Compare(len(a.b), len(b.b))
 		})
 	}
-	var failed []*udpExchange
-	var failErr error
-	p.flush(l.reqs, gso, &failed, &failErr)
-	p.flush(l.acks, false, nil, nil)
-	if len(failed) > 0 {
-		p.mu.Lock()
-		for _, ex := range failed {
-			if !ex.dead {
-				p.finishLocked(ex.t, failErr)
-			}
-		}
-		var out sendList
-		p.pumpLocked(&out)
-		p.mu.Unlock()
-		p.send(&out)
+	var failed []sockErr
+	p.flush(l.reqs, gso, &failed)
+	p.flush(l.acks, false, &failed)
+	for _, f := range failed {
+		p.failSock(f.s, f.err)
 	}
 }
 
-// flush writes reqs, grouped by socket (and, with gso, by size).
-func (p *udpPeer) flush(reqs []sendReq, gso bool, failed *[]*udpExchange, failErr *error) {
+// sockErr is a socket error a send reported.
+type sockErr struct {
+	s   *udpSock
+	err error
+}
+
+// flush writes reqs, grouped by socket (and, with gso, by size). A send
+// that fails with a socket error (a pending ICMP error: the kernel did not
+// send it) is recorded in failed: like one reported by a read, it fails
+// every transfer on the socket, as the error may stand for several
+// requests.
+func (p *udpPeer) flush(reqs []sendReq, gso bool, failed *[]sockErr) {
 	var msgs [udpBatch]ipMessage
 	bufs := make([][]byte, len(reqs))
 	for i, r := range reqs {
@@ -556,6 +556,7 @@ func (p *udpPeer) flush(reqs []sendReq, gso bool, failed *[]*udpExchange, failEr
 			start = end
 		}
 		n, err := s.batch.WriteBatch(msgs[:k], 0)
+		n = max(n, 0) // -1 when the first one failed
 		if err != nil && isClosedErr(err) {
 			return
 		}
@@ -563,15 +564,12 @@ func (p *udpPeer) flush(reqs []sendReq, gso bool, failed *[]*udpExchange, failEr
 			m := msgs[n]
 			from, to := firsts[n], firsts[n]+len(m.Buffers)
 			switch {
-			case m.OOB != nil:
+			case m.OOB != nil && gsoError(err):
 				// No GSO here after all: those one by one, and no more.
 				p.noGSO.Store(true)
-				p.flush(reqs[from:to], false, failed, failErr)
-			case failed != nil:
-				for _, r := range reqs[from:to] {
-					*failed = append(*failed, r.ex)
-				}
-				*failErr = socketErr(err)
+				p.flush(reqs[from:to], false, failed)
+			default:
+				*failed = append(*failed, sockErr{s, socketErr(err)})
 			}
 			n++
 		}
@@ -664,7 +662,8 @@ func (p *udpPeer) readLoop(s *udpSock) {
 	}
 }
 
-// failSock fails the transfers with a request in flight on s.
+// failSock fails the transfers with a request in flight (or about to be
+// sent) on s.
 func (p *udpPeer) failSock(s *udpSock, err error) {
 	p.mu.Lock()
 	var ts []*udpTransfer

@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -402,4 +403,36 @@ func FuzzUDPBlockGet(f *testing.F) {
 			t.Fatalf("answer of %d bytes with token %x to token %x", len(resp.Payload), resp.Token, m.Token)
 		}
 	})
+}
+
+// TestUDPClientRefused reads from a port nobody listens on: the ICMP
+// port unreachable errors, reported on reads and on writes (several
+// requests at once, so some go out in one batch), fail the reads with
+// ECONNREFUSED instead of waiting for retransmissions to run out.
+func TestUDPClientRefused(t *testing.T) {
+	noLeaks(t)
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := c.LocalAddr().String()
+	c.Close()
+	p := dial(t, "coap://"+addr, ClientOptions{AckTimeout: time.Hour})
+	for round := range 3 {
+		var wg sync.WaitGroup
+		var refused atomic.Int64
+		for i := range 16 {
+			wg.Go(func() {
+				_, err := p.GetBlock(context.Background(), eris.RefOf([]byte{byte(round), byte(i)}))
+				if !errors.Is(err, syscall.ECONNREFUSED) {
+					t.Errorf("read %d: %v, want connection refused", i, err)
+				}
+				refused.Add(1)
+			})
+		}
+		wg.Wait()
+		if refused.Load() != 16 {
+			t.Fatalf("round %d: %d of 16 reads refused", round, refused.Load())
+		}
+	}
 }

@@ -2,6 +2,7 @@ package fetcher
 
 import (
 	"encoding/binary"
+	"errors"
 	"net"
 	"syscall"
 	"unsafe"
@@ -69,3 +70,11 @@ func groSize(oob []byte) int {
 }
 
 const gsoSupported = true
+
+// gsoError reports whether a send with UDP_SEGMENT failed because the
+// kernel or the device cannot segment (no checksum offload: EIO), rather
+// than for a reason any send may fail for.
+func gsoError(err error) bool {
+	return errors.Is(err, syscall.EIO) || errors.Is(err, syscall.EINVAL) ||
+		errors.Is(err, syscall.EOPNOTSUPP) || errors.Is(err, syscall.ENOPROTOOPT)
+}

@@ -368,9 +368,10 @@ func (l *udpListener) flush(bc batchConn, out *serverOut, wmsgs []ipMessage) {
 	send := func() {
 		for len(wmsgs) > 0 {
 			n, err := bc.WriteBatch(wmsgs, 0)
-			if err != nil {
+			n = max(n, 0) // -1 when the first one failed
+			if err != nil && n < len(wmsgs) {
 				m := wmsgs[n]
-				if m.OOB != nil {
+				if m.OOB != nil && gsoError(err) {
 					// No GSO here after all: send them one by one.
 					l.noGSO.Store(true)
 					for _, b := range m.Buffers {
