@@ -388,13 +388,23 @@ func (p *udpPeer) encodeLocked(ex *udpExchange) error {
 		opts = append(opts, message.Option{ID: message.Echo, Value: p.echo})
 	}
 	m.Options = opts
-	n, err := coder.DefaultCoder.Size(m)
-	if err != nil {
-		return err
-	}
-	ex.req = make([]byte, n)
-	_, err = coder.DefaultCoder.Encode(m, ex.req)
+	b, err := encodeCoAPMessage(m, make([]byte, 0, 160+len(m.Payload)))
+	ex.req = b
 	return err
+}
+
+// encodeCoAPMessage encodes m into buf, grown if it is too small. (go-coap's
+// Encode sizes the message itself: sizing it before costs that again.)
+func encodeCoAPMessage(m message.Message, buf []byte) ([]byte, error) {
+	n, err := coder.DefaultCoder.Encode(m, buf[:cap(buf)])
+	if errors.Is(err, message.ErrTooSmall) && n > cap(buf) {
+		buf = make([]byte, n)
+		n, err = coder.DefaultCoder.Encode(m, buf)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return buf[:n], nil
 }
 
 // releaseLocked takes ex out of flight (answered, failed or cancelled).

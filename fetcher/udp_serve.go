@@ -131,16 +131,10 @@ func (l *udpListener) answer(g *blockGet, b []byte, cached bool, rep reply, buf 
 		return nil, err
 	}
 	resp.Options = opts
-	size, err := coder.DefaultCoder.Size(resp)
-	if err != nil {
-		return nil, err
+	if buf == nil {
+		buf = make([]byte, 0, 64+len(resp.Payload))
 	}
-	if cap(buf) < size {
-		buf = make([]byte, size)
-	}
-	buf = buf[:size]
-	_, err = coder.DefaultCoder.Encode(resp, buf)
-	return buf, err
+	return encodeCoAPMessage(resp, buf)
 }
 
 // getJob is a block GET for a worker of the fast path.
