@@ -97,9 +97,9 @@ func BenchmarkEncodeConcatLimit(b *testing.B) {
 	}
 }
 
-// largeIndex stores the index of a tree of n files (100 per directory,
-// random capabilities) and returns its capability and size.
-func largeIndex(b *testing.B, n int) (eris.ReadCapability, *eristest.Store, int) {
+// largeIndexBytes is the index of a tree of n files (100 per directory,
+// random capabilities, every tenth a symlink).
+func largeIndexBytes(tb testing.TB, n int) []byte {
 	r := rand.New(rand.NewPCG(1, 1))
 	items := make([]item, n)
 	for i := range items {
@@ -114,7 +114,7 @@ func largeIndex(b *testing.B, n int) (eris.ReadCapability, *eristest.Store, int)
 		}
 		rc, err := eris.NewReadCapability(bs, r.IntN(3), ref, key)
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		items[i] = item{path: []string{"share", fmt.Sprintf("dir-%04d", i/100), fmt.Sprintf("file-%d.scm", i)}, kind: Regular, cap: rc}
 		if i%10 == 0 {
@@ -123,12 +123,19 @@ func largeIndex(b *testing.B, n int) (eris.ReadCapability, *eristest.Store, int)
 	}
 	c, err := newCodec(Limits{}, true)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	idx, err := c.marshal(items)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
+	return idx
+}
+
+// largeIndex stores the index of largeIndexBytes and returns its
+// capability and size.
+func largeIndex(b *testing.B, n int) (eris.ReadCapability, *eristest.Store, int) {
+	idx := largeIndexBytes(b, n)
 	store := eristest.NewStore()
 	rc, err := eris.Encode(b.Context(), bytes.NewReader(idx), store, eris.EncodeOptions{})
 	if err != nil {
@@ -158,8 +165,53 @@ func BenchmarkOpenLargeIndexReadLimit(b *testing.B) {
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := readIndex(b.Context(), rc, store, eris.ReaderOptions{Nodes: eris.NewNodeCache(8 << 20)}, DefaultMaxIndexSize); err != nil {
+		if _, err := readIndex(b.Context(), rc, store, eris.ReaderOptions{Nodes: eris.NewNodeCache(8 << 20)}, DefaultMaxIndexSize, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// goRootIndex is the index of the whole GOROOT, the tree of the
+// toolchain item of the real-software suite (tests/bench): some 15 000
+// entries, 1.5 MB.
+func goRootIndex(b *testing.B) []byte {
+	dir := runtime.GOROOT()
+	if _, err := os.Stat(filepath.Join(dir, "src")); err != nil {
+		b.Skipf("GOROOT absent: %v", err)
+	}
+	store := eristest.NewStore()
+	rc, _, err := EncodeDir(b.Context(), dir, store, EncodeOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := eris.NewReader(b.Context(), rc, store)
+	if err != nil {
+		b.Fatal(err)
+	}
+	size, err := r.Size()
+	if err != nil {
+		b.Fatal(err)
+	}
+	data := make([]byte, size)
+	if _, err := r.ReadAt(data, 0); err != nil {
+		b.Fatal(err)
+	}
+	return data
+}
+
+// BenchmarkParseGOROOT decodes, validates and builds the tree of a real
+// index: what Open does once the index's blocks are here.
+func BenchmarkParseGOROOT(b *testing.B) {
+	data := goRootIndex(b)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	var entries int
+	for b.Loop() {
+		t, err := parse(data, nil, OpenOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		entries = t.Len()
+	}
+	b.ReportMetric(float64(entries), "entries")
 }

@@ -103,7 +103,7 @@ func TestFuzzCorpus(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, err := readIndex(t.Context(), rc, store, eris.ReaderOptions{}, DefaultMaxIndexSize)
+			b, err := readIndex(t.Context(), rc, store, eris.ReaderOptions{}, DefaultMaxIndexSize, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -181,6 +181,18 @@ func hostileIndexes(t testing.TB) []hostileCase {
 		{"non-shortest tag", rawIndex([]byte{0xdb, 0, 0, 0, 0, 0x65, 0x72, 0x69, 0x74, 0x82, 0x01}, kv{key("a"), file}), OpenOptions{}, ErrInvalidIndex, "not deterministically encoded"},
 		{"extra tag on a key", rawIndex(nil, kv{append([]byte{0xd8, 0x64}, key("a")...), file}), OpenOptions{}, ErrInvalidIndex, "not deterministically encoded"},
 		{"indefinite-length map", append(append([]byte{0xda, 0x65, 0x72, 0x69, 0x74, 0x82, 0x01, 0xbf}, append(key("a"), file...)...), 0xff), OpenOptions{}, ErrInvalidIndex, "indefinite-length"},
+		// Each head the fast path of parse reads (canonical.go), not in its
+		// shortest form, and lengths it must not trust.
+		{"non-shortest map head", append(append([]byte{0xda, 0x65, 0x72, 0x69, 0x74, 0x82, 0x01, 0xb8, 0x01}, key("a")...), file...), OpenOptions{}, ErrInvalidIndex, "not deterministically encoded"},
+		{"non-shortest key array", rawIndex(nil, kv{[]byte{0x98, 0x01, 0x61, 'a'}, file}), OpenOptions{}, ErrInvalidIndex, "not deterministically encoded"},
+		{"non-shortest target", rawIndex(nil, kv{key("a"), []byte{0x82, 0x02, 0x78, 0x01, 'a'}}), OpenOptions{}, ErrInvalidIndex, "not deterministically encoded"},
+		{"non-shortest capability length", rawIndex(nil, kv{key("a"), append([]byte{0x82, 0x00, 0xd9, 0x01, 0x14, 0x59, 0x00, 0x42}, bin...)}), OpenOptions{}, ErrInvalidIndex, "not deterministically encoded"},
+		{"non-shortest capability tag", rawIndex(nil, kv{key("a"), append([]byte{0x82, 0x00, 0xda, 0, 0, 0x01, 0x14, 0x58, 0x42}, bin...)}), OpenOptions{}, ErrInvalidIndex, "not deterministically encoded"},
+		{"non-shortest type", rawIndex(nil, kv{key("a"), append([]byte{0x82, 0x18, 0x00}, capb...)}), OpenOptions{}, ErrInvalidIndex, "not deterministically encoded"},
+		{"indefinite-length key", rawIndex(nil, kv{[]byte{0x9f, 0x61, 'a', 0xff}, file}), OpenOptions{}, ErrInvalidIndex, "indefinite-length"},
+		{"indefinite-length name", rawIndex(nil, kv{[]byte{0x81, 0x7f, 0x61, 'a', 0xff}, file}), OpenOptions{}, ErrInvalidIndex, "indefinite-length"},
+		{"truncated", valid[:len(valid)-1], OpenOptions{}, ErrInvalidIndex, "EOF"},
+		{"more pairs than data", append(append([]byte{0xda, 0x65, 0x72, 0x69, 0x74, 0x82, 0x01, 0xb9, 0xff, 0xff}, key("a")...), file...), OpenOptions{}, ErrInvalidIndex, "EOF"},
 		{"deep path", rawIndex(nil, kv{key("a", "b", "c"), file}), OpenOptions{Limits: Limits{MaxDepth: 2}}, ErrLimit, `path "a/b/c": 3 components, limit 2`},
 		{"long name", rawIndex(nil, kv{key("d", "abcdef"), file}), OpenOptions{Limits: Limits{MaxNameLen: 5}}, ErrLimit, `path "d/abcdef": component of 6 bytes`},
 		{"long target", rawIndex(nil, kv{key("a"), sym("abcdef")}), OpenOptions{Limits: Limits{MaxTargetLen: 5}}, ErrLimit, `path "a": symlink target of 6 bytes`},
@@ -281,7 +293,7 @@ func TestVectors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			idx, err := readIndex(ctx, tree.Capability(), store, eris.ReaderOptions{}, DefaultMaxIndexSize)
+			idx, err := readIndex(ctx, tree.Capability(), store, eris.ReaderOptions{}, DefaultMaxIndexSize, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

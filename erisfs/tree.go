@@ -2,6 +2,7 @@ package erisfs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
@@ -198,11 +200,33 @@ func Open(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, opts 
 		opts.Nodes = eris.NewNodeCache(8 << 20)
 	}
 	ropts := eris.ReaderOptions{Nodes: opts.Nodes, GetterVerifies: opts.GetterVerifies}
-	data, err := readIndex(ctx, rc, g, ropts, opts.Limits.withDefaults().MaxIndexSize)
+	// The tree is built while the index arrives (the fast path of parse,
+	// in the order of the index), so that little is left to do once its
+	// last block is here.
+	var (
+		st   *indexStream
+		fast chan fastTree
+	)
+	if !opts.AllowNonDeterministic {
+		c, err := newCodec(opts.Limits, true)
+		if err != nil {
+			return nil, err
+		}
+		st = newIndexStream()
+		fast = make(chan fastTree, 1)
+		go func() { fast <- c.buildCanonical(st.more) }()
+	}
+	data, err := readIndex(ctx, rc, g, ropts, opts.Limits.withDefaults().MaxIndexSize, st.arrived)
+	var f *fastTree
+	if st != nil {
+		st.end(data)
+		built := <-fast
+		f = &built
+	}
 	if err != nil {
 		return nil, err
 	}
-	t, err := parse(data, g, opts)
+	t, err := parseFast(data, g, opts, f)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", rc, err)
 	}
@@ -211,23 +235,65 @@ func Open(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, opts 
 	return t, nil
 }
 
-// readIndex fetches the content of rc, at most max bytes.
-func readIndex(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, ropts eris.ReaderOptions, max int64) ([]byte, error) {
+// indexStream hands the bytes of an index to the fast path of parse as
+// they arrive.
+type indexStream struct {
+	mu    sync.Mutex
+	cond  sync.Cond
+	data  []byte
+	final bool
+}
+
+func newIndexStream() *indexStream {
+	s := &indexStream{}
+	s.cond.L = &s.mu
+	return s
+}
+
+// arrived is eris.Reader.ReadAllFunc's callback: more of the index is
+// here. It may be called on a nil stream, which wants nothing early.
+func (s *indexStream) arrived(prefix []byte) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	s.data = prefix
+	s.mu.Unlock()
+	s.cond.Broadcast()
+}
+
+// end says the index is complete (data), or will not be (nil).
+func (s *indexStream) end(data []byte) {
+	s.mu.Lock()
+	s.data, s.final = data, true
+	s.mu.Unlock()
+	s.cond.Broadcast()
+}
+
+// more waits until more than have bytes are here, or the index is
+// complete, and returns what is here and whether that is all.
+func (s *indexStream) more(have int) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.data) <= have && !s.final {
+		s.cond.Wait()
+	}
+	return s.data, s.final
+}
+
+// readIndex fetches the content of rc, at most max bytes: a level of its
+// tree at a time, all the blocks of a level at once (eris.Reader.ReadAll),
+// so an index costs a round trip per level and the time to carry it.
+// arrived, if not nil, is given the index's bytes as they come (see
+// eris.Reader.ReadAllFunc).
+func readIndex(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, ropts eris.ReaderOptions, max int64, arrived func([]byte)) ([]byte, error) {
 	r, err := eris.NewReaderOptions(ctx, rc, g, ropts)
 	if err != nil {
 		return nil, fmt.Errorf("erisfs: open %s: %w", rc, err)
 	}
-	size, err := r.SizeContext(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("erisfs: open %s: index: %w", rc, err)
-	}
-	if size > max {
-		return nil, fmt.Errorf("erisfs: open %s: %w: index of %d bytes, limit %d", rc, ErrLimit, size, max)
-	}
-	data := make([]byte, size)
-	n, err := r.ReadAtContext(ctx, data, 0)
-	if n == len(data) {
-		err = nil
+	data, err := r.ReadAllFunc(ctx, max, arrived)
+	if errors.Is(err, eris.ErrTooLarge) {
+		return nil, fmt.Errorf("erisfs: open %s: %w: index of more than %d bytes (the limit): %v", rc, ErrLimit, max, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("erisfs: open %s: read index: %w", rc, err)
@@ -237,22 +303,40 @@ func readIndex(ctx context.Context, rc eris.ReadCapability, g eris.BlockGetter, 
 
 // parse builds a tree from index bytes.
 func parse(data []byte, g eris.BlockGetter, opts OpenOptions) (*Tree, error) {
+	return parseFast(data, g, opts, nil)
+}
+
+// parseFast is parse for an index the fast path has built already, if
+// fast is not nil (see Open).
+func parseFast(data []byte, g eris.BlockGetter, opts OpenOptions, fast *fastTree) (*Tree, error) {
 	strict := !opts.AllowNonDeterministic
 	c, err := newCodec(opts.Limits, strict)
 	if err != nil {
 		return nil, err
 	}
-	ri, err := c.decode(data)
-	if err != nil {
-		return nil, err
+	// An index in the deterministic encoding is read in one pass (see
+	// canonical.go); any other goes the general way, which explains what
+	// is wrong with it.
+	var f fastTree
+	switch {
+	case fast != nil:
+		f = *fast
+	case strict:
+		f = c.buildCanonical(func(int) ([]byte, bool) { return data, true })
 	}
-	root, all, err := build(ri.items, c.limits)
-	if err != nil {
-		return nil, err
-	}
-	if strict {
-		if err := c.checkCanonical(ri); err != nil {
+	root, all := f.root, f.all
+	if !f.ok {
+		ri, err := c.decode(data)
+		if err != nil {
 			return nil, err
+		}
+		if root, all, err = build(ri.items, c.limits); err != nil {
+			return nil, err
+		}
+		if strict {
+			if err := c.checkCanonical(ri); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if opts.Concurrency <= 0 {
@@ -264,70 +348,146 @@ func parse(data []byte, g eris.BlockGetter, opts OpenOptions) (*Tree, error) {
 // build turns items into entries, refusing duplicate paths and paths that
 // use a file as a directory, then numbers them in a walk in sorted order.
 func build(items []item, l Limits) (*Entry, []*Entry, error) {
-	count := 0
-	newEntry := func(name string, parent *Entry, kind Kind) (*Entry, error) {
-		count++
-		if count > l.MaxEntries {
-			return nil, fmt.Errorf("erisfs: %w: more than %d entries, directories included", ErrLimit, l.MaxEntries)
-		}
-		e := &Entry{name: name, parent: parent, kind: kind}
-		e.size.Store(-1)
-		if parent != nil {
-			parent.children = append(parent.children, e)
-		}
-		return e, nil
-	}
 	// A single-file tree: the empty path names the root itself (a store
 	// item that is one file or symlink). Anything beside it would make the
 	// root a directory as well.
 	for _, it := range items {
-		if len(it.path) == 0 {
-			if len(items) > 1 {
-				return nil, nil, invalid("", "an entry for the root itself (a single-file tree) beside %d other entries", len(items)-1)
-			}
-			root, _ := newEntry("", nil, it.kind)
-			root.cap, root.target, root.ino = it.cap, it.target, 1
-			return root, []*Entry{root}, nil
+		if len(it.path) == 0 && len(items) > 1 {
+			return nil, nil, invalid("", "an entry for the root itself (a single-file tree) beside %d other entries", len(items)-1)
 		}
 	}
-	root, _ := newEntry("", nil, Directory)
-	type key struct {
-		dir  *Entry
-		name string
-	}
-	byName := make(map[key]*Entry, len(items))
+	b := newBuilder(len(items), len(items), l)
 	for _, it := range items {
-		dir := root
-		for _, name := range it.path[:len(it.path)-1] {
-			d := byName[key{dir, name}]
-			if d == nil {
-				var err error
-				if d, err = newEntry(name, dir, Directory); err != nil {
-					return nil, nil, err
-				}
-				byName[key{dir, name}] = d
-			} else if d.kind != Directory {
-				return nil, nil, invalid(d.Path(), "is a %v and also a directory (prefix of %q)", d.kind, joinPath(it.path))
-			}
-			dir = d
+		if err := b.add(it); err != nil {
+			return nil, nil, err
 		}
-		name := it.path[len(it.path)-1]
-		if old := byName[key{dir, name}]; old != nil {
-			if old.kind == Directory {
-				return nil, nil, invalid(joinPath(it.path), "is a %v and also a directory", it.kind)
-			}
-			return nil, nil, invalid(joinPath(it.path), "duplicate path")
+	}
+	return b.finish()
+}
+
+// builder builds a tree from the items of an index, one at a time.
+type builder struct {
+	l     Limits
+	n     int // items in the index
+	count int // entries made
+	// Files and symlinks are allocated together, one per item.
+	slab   []Entry
+	root   *Entry
+	byName map[dirName]*Entry
+	// The directories of the previous item's path: chain[i] is the one
+	// at chainPath[:i+1]. Entries of one directory are mostly neighbours
+	// in the index, so most items find their directories here.
+	chain     []*Entry
+	chainPath []string
+}
+
+type dirName struct {
+	dir  *Entry
+	name string
+}
+
+// newBuilder returns a builder for an index of n items, allocating for
+// alloc of them at first.
+func newBuilder(n, alloc int, l Limits) *builder {
+	return &builder{l: l, n: n, slab: make([]Entry, 0, alloc), byName: make(map[dirName]*Entry, alloc)}
+}
+
+func (b *builder) newEntry(name string, parent *Entry, kind Kind) (*Entry, error) {
+	b.count++
+	if b.count > b.l.MaxEntries {
+		return nil, fmt.Errorf("erisfs: %w: more than %d entries, directories included", ErrLimit, b.l.MaxEntries)
+	}
+	var e *Entry
+	if kind == Directory || len(b.slab) == cap(b.slab) {
+		e = &Entry{name: name, parent: parent, kind: kind}
+	} else {
+		b.slab = append(b.slab, Entry{name: name, parent: parent, kind: kind})
+		e = &b.slab[len(b.slab)-1]
+	}
+	e.size.Store(-1)
+	if parent != nil {
+		parent.children = append(parent.children, e)
+	}
+	return e, nil
+}
+
+// add adds the entry of it, and the directories its path implies.
+func (b *builder) add(it item) error {
+	if len(it.path) == 0 {
+		// A single-file tree: the empty path names the root itself.
+		if b.n > 1 {
+			return invalid("", "an entry for the root itself (a single-file tree) beside %d other entries", b.n-1)
 		}
-		e, err := newEntry(name, dir, it.kind)
+		root, err := b.newEntry("", nil, it.kind)
+		if err != nil {
+			return err
+		}
+		root.cap, root.target = it.cap, it.target
+		b.root = root
+		return nil
+	}
+	if b.root == nil {
+		root, err := b.newEntry("", nil, Directory)
+		if err != nil {
+			return err
+		}
+		b.root = root
+	}
+	dirs := it.path[:len(it.path)-1]
+	k := 0
+	for k < len(b.chain) && k < len(dirs) && b.chainPath[k] == dirs[k] {
+		k++
+	}
+	b.chain, b.chainPath = b.chain[:k], b.chainPath[:k]
+	dir := b.root
+	if k > 0 {
+		dir = b.chain[k-1]
+	}
+	for _, name := range dirs[k:] {
+		d := b.byName[dirName{dir, name}]
+		if d == nil {
+			var err error
+			if d, err = b.newEntry(name, dir, Directory); err != nil {
+				return err
+			}
+			b.byName[dirName{dir, name}] = d
+		} else if d.kind != Directory {
+			return invalid(d.Path(), "is a %v and also a directory (prefix of %q)", d.kind, joinPath(it.path))
+		}
+		b.chain, b.chainPath = append(b.chain, d), append(b.chainPath, name)
+		dir = d
+	}
+	name := it.path[len(it.path)-1]
+	if old := b.byName[dirName{dir, name}]; old != nil {
+		if old.kind == Directory {
+			return invalid(joinPath(it.path), "is a %v and also a directory", it.kind)
+		}
+		return invalid(joinPath(it.path), "duplicate path")
+	}
+	e, err := b.newEntry(name, dir, it.kind)
+	if err != nil {
+		return err
+	}
+	e.cap, e.target = it.cap, it.target
+	b.byName[dirName{dir, name}] = e
+	return nil
+}
+
+// finish numbers the entries in a walk in sorted order, directories
+// before their contents: the same tree gets the same numbers.
+func (b *builder) finish() (*Entry, []*Entry, error) {
+	if b.root == nil { // an empty index: an empty root directory
+		root, err := b.newEntry("", nil, Directory)
 		if err != nil {
 			return nil, nil, err
 		}
-		e.cap, e.target = it.cap, it.target
-		byName[key{dir, name}] = e
+		b.root = root
 	}
-	// Number the entries in a walk in sorted order, directories before
-	// their contents: the same tree gets the same numbers.
-	all := make([]*Entry, 0, count)
+	if !b.root.IsDir() {
+		b.root.ino = 1
+		return b.root, []*Entry{b.root}, nil
+	}
+	all := make([]*Entry, 0, b.count)
 	var walk func(e *Entry)
 	walk = func(e *Entry) {
 		all = append(all, e)
@@ -337,8 +497,8 @@ func build(items []item, l Limits) (*Entry, []*Entry, error) {
 			walk(c)
 		}
 	}
-	walk(root)
-	return root, all, nil
+	walk(b.root)
+	return b.root, all, nil
 }
 
 // Capability is the read capability of the tree's index: its URN.

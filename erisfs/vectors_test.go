@@ -97,7 +97,7 @@ func writeVectors(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		idx, err := readIndex(t.Context(), rc, store, eris.ReaderOptions{}, DefaultMaxIndexSize)
+		idx, err := readIndex(t.Context(), rc, store, eris.ReaderOptions{}, DefaultMaxIndexSize, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

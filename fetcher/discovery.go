@@ -32,6 +32,10 @@ import (
 // link-format answer.
 const ResourceType = "eris.blocks"
 
+// nodeAttr is the link attribute that carries a node's id (NodeID) in its
+// discovery answer.
+const nodeAttr = "node"
+
 // The "All CoAP Nodes" groups and the CoAP port (RFC 7252 §12.8, §6.1).
 var (
 	allCoAPNodesIPv4 = net.IPv4(224, 0, 1, 187)
@@ -62,6 +66,9 @@ func formatLinks(links []Link) string {
 // the store, or nothing when a filter does not match it (RFC 6690 §4.1).
 func (c *coapBlocks) coreLinks(qs []string) (string, bool) {
 	link := Link{Target: c.storePath, Attrs: []LinkAttr{{"rt", ResourceType}}}
+	if !c.s.opts.Node.IsZero() {
+		link.Attrs = append(link.Attrs, LinkAttr{nodeAttr, c.s.opts.Node.String()})
+	}
 	for _, q := range qs {
 		name, value, _ := strings.Cut(q, "=")
 		switch {
@@ -71,6 +78,10 @@ func (c *coapBlocks) coreLinks(qs []string) (string, bool) {
 			}
 		case name == "rt":
 			if value != ResourceType {
+				return "", false
+			}
+		case name == nodeAttr:
+			if c.s.opts.Node.IsZero() || value != c.s.opts.Node.String() {
 				return "", false
 			}
 		case name == "href":
@@ -176,6 +187,27 @@ var ErrDiscovery = errors.New("fetcher: discovery")
 // answered, each once. It errors only when the request could be sent on
 // no interface.
 func Discover(ctx context.Context, opts DiscoverOptions) ([]string, error) {
+	found, err := DiscoverNodes(ctx, opts)
+	urls := make([]string, 0, len(found))
+	for _, f := range found {
+		urls = append(urls, f.URL)
+	}
+	return urls, err
+}
+
+// Discovered is a store that answered discovery: its URL, and the node id
+// it advertises (zero if none).
+type Discovered struct {
+	URL  string
+	Node NodeID
+}
+
+// DiscoverNodes is Discover with the node id each store advertises.
+//
+// The request is sent twice, at once and halfway through opts.Wait, so
+// that nodes started at the same moment (whose listeners were not up for
+// the first) still find each other in one round.
+func DiscoverNodes(ctx context.Context, opts DiscoverOptions) ([]Discovered, error) {
 	if opts.Wait <= 0 {
 		opts.Wait = time.Second
 	}
@@ -225,6 +257,7 @@ func Discover(ctx context.Context, opts DiscoverOptions) ([]string, error) {
 	answers := make(chan answer, 64)
 	var conns []*net.UDPConn
 	var sendErrs []error
+	var sends []func() error
 	for _, fam := range []struct {
 		network string
 		group   net.IP
@@ -235,12 +268,15 @@ func Discover(ctx context.Context, opts DiscoverOptions) ([]string, error) {
 			continue
 		}
 		conn := coapnet.NewUDPConn(fam.network, raw)
-		err = conn.WriteMulticast(dctx, &net.UDPAddr{IP: fam.group, Port: opts.Port}, buf[:n],
-			coapnet.WithAllMulticastInterface(),
-			coapnet.WithMulticastInterfaceError(func(ifi *net.Interface, err error) {
-				log.Debug("discovery: cannot ask", "interface", ifi.Name, "group", fam.group, "err", err)
-			}))
-		if err != nil {
+		send := func() error {
+			return conn.WriteMulticast(dctx, &net.UDPAddr{IP: fam.group, Port: opts.Port}, buf[:n],
+				coapnet.WithAllMulticastInterface(),
+				coapnet.WithMulticastInterfaceError(func(ifi *net.Interface, err error) {
+					log.Debug("discovery: cannot ask", "interface", ifi.Name, "group", fam.group, "err", err)
+				}))
+		}
+		sends = append(sends, send)
+		if err := send(); err != nil {
 			sendErrs = append(sendErrs, fmt.Errorf("%s: %w", fam.group, err))
 		}
 		conns = append(conns, raw)
@@ -268,46 +304,73 @@ func Discover(ctx context.Context, opts DiscoverOptions) ([]string, error) {
 		return nil, fmt.Errorf("%w: %v", ErrDiscovery, errors.Join(sendErrs...))
 	}
 
-	var urls []string
+	var found []Discovered
 	seen := make(map[string]bool)
+	again := time.NewTimer(opts.Wait / 2)
+	defer again.Stop()
 	for {
 		select {
 		case <-dctx.Done():
-			return urls, nil
+			return found, nil
+		case <-again.C:
+			for _, send := range sends {
+				if err := send(); err != nil {
+					log.Debug("discovery: cannot ask again", "err", err)
+				}
+			}
 		case a := <-answers:
-			u, err := discoveredURL(a.from, a.data, token)
+			d, err := discovered(a.from, a.data, token)
 			if err != nil {
 				log.Debug("discovery: answer refused", "from", a.from, "err", err)
 				continue
 			}
-			if u == "" || seen[u] || self[a.from] {
+			if d.URL == "" || seen[d.URL] || self[a.from] {
 				continue
 			}
-			seen[u] = true
-			urls = append(urls, u)
+			seen[d.URL] = true
+			found = append(found, d)
 		}
 	}
 }
 
-// discoveredURL reads an answer to the discovery request: the URL of the
-// first link to an ERIS block store, or "" if it names none.
-func discoveredURL(from netip.AddrPort, data, token []byte) (string, error) {
+// discovered reads an answer to the discovery request: the URL of the
+// first link to an ERIS block store and the node id it carries, or no URL
+// if it names none. A malformed node id is left out (the store is still
+// a store).
+func discovered(from netip.AddrPort, data, token []byte) (Discovered, error) {
+	u, l, err := discoveredLink(from, data, token)
+	if err != nil || u == "" {
+		return Discovered{}, err
+	}
+	d := Discovered{URL: u}
+	for _, a := range l.Attrs {
+		if a.Name == nodeAttr {
+			d.Node, _ = ParseNodeID(a.Value)
+			break
+		}
+	}
+	return d, nil
+}
+
+// discoveredLink reads an answer to the discovery request: the URL of the
+// first link to an ERIS block store, and the link, or "" if it names none.
+func discoveredLink(from netip.AddrPort, data, token []byte) (string, Link, error) {
 	m := message.Message{Options: make(message.Options, 0, 16)}
 	if _, err := coder.DefaultCoder.Decode(data, &m); err != nil {
-		return "", err
+		return "", Link{}, err
 	}
 	if string(m.Token) != string(token) {
-		return "", errors.New("not an answer to our request")
+		return "", Link{}, errors.New("not an answer to our request")
 	}
 	if m.Code != codes.Content {
-		return "", fmt.Errorf("answer %v", m.Code)
+		return "", Link{}, fmt.Errorf("answer %v", m.Code)
 	}
 	if cf, err := m.Options.ContentFormat(); err == nil && cf != message.AppLinkFormat {
-		return "", fmt.Errorf("content format %v, not link format", cf)
+		return "", Link{}, fmt.Errorf("content format %v, not link format", cf)
 	}
 	links, err := ParseLinkFormat(string(m.Payload))
 	if err != nil {
-		return "", err
+		return "", Link{}, err
 	}
 	for _, l := range links {
 		if !l.HasAttrValue("rt", ResourceType) || !strings.HasPrefix(l.Target, "/") || strings.HasPrefix(l.Target, "//") {
@@ -319,11 +382,11 @@ func discoveredURL(from netip.AddrPort, data, token []byte) (string, error) {
 		}
 		u := "coap://" + netip.AddrPortFrom(addr, from.Port()).String() + l.Target
 		if _, err := parseEndpoint(u); err != nil {
-			return "", fmt.Errorf("link %q: %w", l.Target, err)
+			return "", Link{}, fmt.Errorf("link %q: %w", l.Target, err)
 		}
-		return u, nil
+		return u, l, nil
 	}
-	return "", nil
+	return "", Link{}, nil
 }
 
 // localAddrs are the addresses of this host's interfaces.

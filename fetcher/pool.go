@@ -52,6 +52,9 @@ type PoolOptions struct {
 	// failure that may pass (broken connection, timeout, 5.xx), when the
 	// peer is still live (default 2; negative for none).
 	Retries int
+	// Node is this node's id in its swarm (see AddNeighbour and Owns);
+	// zero gives a random one.
+	Node NodeID
 }
 
 func (o *PoolOptions) fill() {
@@ -93,6 +96,9 @@ func (o *PoolOptions) fill() {
 		o.Retries = 2
 	}
 	o.Retries = max(o.Retries, 0)
+	if o.Node.IsZero() {
+		o.Node = NewNodeID()
+	}
 }
 
 // Pool fetches blocks from several peers: it ranks them by latency and
@@ -145,6 +151,8 @@ type poolPeer struct {
 	penalty   float64   // decaying count of recent failures, for ranking
 	missRate  float64   // moving average of "not found" among its answers, for ranking
 	weight    float64   // 1 for the peers given to NewPool, neighbourWeight for added ones
+	added     bool      // added at run time (AddPeer, AddNeighbour): a neighbour
+	node      NodeID    // a neighbour's node id (AddNeighbour); zero for the others
 	deadUntil time.Time // zero: live
 	backoff   time.Duration
 	lastTry   time.Time // when the peer died or was last probed
@@ -205,18 +213,86 @@ func (pl *Pool) AddPeer(p Peer) bool {
 		return false
 	}
 	pp := pl.newPeer(p)
-	pp.weight = neighbourWeight
+	pp.weight, pp.added = neighbourWeight, true
 	list := append(slices.Clip(old), pp)
 	pl.peers.Store(&list)
 	pl.log.Info("peer added", "peer", p.URL())
 	return true
 }
 
+// AddNeighbour adds a node of this node's swarm, as AddPeer does, and
+// counts it in the ownership of blocks (see Owns): from now on a block it
+// owns is asked of it first, before the other neighbours and the peers
+// given to NewPool. p should relay only the requests not marked NoRelay
+// (DialNeighbour). It reports false, and closes p, when the pool has a
+// peer of the same URL already (which then stays as it was) or is closed.
+func (pl *Pool) AddNeighbour(p Peer, node NodeID) bool {
+	if node.IsZero() || node == pl.opts.Node {
+		return pl.AddPeer(p)
+	}
+	pl.mu.RLock()
+	defer pl.mu.RUnlock()
+	pl.peersMu.Lock()
+	defer pl.peersMu.Unlock()
+	old := pl.peerList()
+	dup := slices.ContainsFunc(old, func(pp *poolPeer) bool { return pp.url == p.URL() })
+	if pl.closed || dup {
+		p.Close()
+		return false
+	}
+	pp := pl.newPeer(p)
+	pp.weight, pp.added = neighbourWeight, true
+	pp.node = node
+	list := append(slices.Clip(old), pp)
+	pl.peers.Store(&list)
+	pl.log.Info("neighbour added", "peer", p.URL(), "node", node)
+	return true
+}
+
+// Node is this node's id in its swarm.
+func (pl *Pool) Node() NodeID { return pl.opts.Node }
+
+// Owns reports whether this node owns ref among itself and its live
+// neighbours (AddNeighbour): whether its rendezvous score for ref is the
+// highest. A node owns every block while it knows no neighbour.
+func (pl *Pool) Owns(ref eris.Ref) bool {
+	owner := pl.owner(ref, pl.peerList())
+	return owner == nil
+}
+
+// owner returns the live neighbour among peers that owns ref, or nil when
+// this node does (it has the highest score). A dead neighbour owns
+// nothing: its blocks go to the next in line until it is back.
+func (pl *Pool) owner(ref eris.Ref, peers []*poolPeer) *poolPeer {
+	var best *poolPeer
+	top := pl.opts.Node.score(ref)
+	for _, pp := range peers {
+		if pp.node.IsZero() {
+			continue
+		}
+		if sc := pp.node.score(ref); sc > top && pp.live() {
+			best, top = pp, sc
+		}
+	}
+	return best
+}
+
+// Tiers of the peers asked for one block, in order: its owner among the
+// neighbours, the other neighbours, the peers given to NewPool (the
+// publishers). Without neighbours every peer is in the last tier. (A
+// probe's tier is not used.)
+const (
+	tierOwner = iota
+	tierNeighbour
+	tierPublisher
+)
+
 // candidate is a peer chosen for one block, in the order to ask them.
 type candidate struct {
 	pp    *poolPeer
 	probe bool // a dead peer whose backoff ended: asked alongside, not instead
 	cost  float64
+	tier  int
 }
 
 // candidates ranks the peers for one request: live peers by estimated
@@ -226,12 +302,18 @@ type candidate struct {
 // When no peer is live nor due for a probe and early is set (a demand
 // read), the dead peers not tried for ProbeInterval are probed early.
 // wait is then closed when a probe in flight ends (nil if none is).
-func (pl *Pool) candidates(now time.Time, early bool) (live, probes []candidate, dead int, wait <-chan struct{}) {
+func (pl *Pool) candidates(ref eris.Ref, now time.Time, early bool) (live, probes []candidate, dead int, wait <-chan struct{}) {
 	// Taken before looking at the peers: a probe seen in flight closes it
 	// when it ends.
 	ended := pl.probeWaiter()
 	var resting []*poolPeer // dead, in their backoff, no probe in flight
-	for _, pp := range pl.peerList() {
+	peers := pl.peerList()
+	swarm := slices.ContainsFunc(peers, func(pp *poolPeer) bool { return !pp.node.IsZero() })
+	var owner *poolPeer
+	if swarm {
+		owner = pl.owner(ref, peers)
+	}
+	for _, pp := range peers {
 		pp.mu.Lock()
 		isDead := !pp.deadUntil.IsZero()
 		switch {
@@ -252,10 +334,26 @@ func (pl *Pool) candidates(now time.Time, early bool) (live, probes []candidate,
 				est = pl.opts.HedgeInitial / 4 // untried: worth a try
 			}
 			cost := est.Seconds() * (1 + pp.penalty) * (1 + 4*pp.missRate) * pp.weight * (0.9 + 0.2*rand.Float64())
-			if len(pp.window) == cap(pp.window) {
+			tier := tierPublisher
+			switch {
+			case !swarm:
+			case pp == owner:
+				tier = tierOwner
+			case pp.added:
+				tier = tierNeighbour
+			}
+			cost += float64(tier) * 1e3 // a tier is asked after those before it
+			switch {
+			case len(pp.window) < cap(pp.window):
+			case tier < tierPublisher:
+				// A neighbour's full window is waited for, in its
+				// tier: asking the publisher instead would cost it a
+				// copy the owner is fetching anyway.
+				cost += 500
+			default:
 				cost += 1e6 // full window: after every peer with room
 			}
-			live = append(live, candidate{pp: pp, cost: cost})
+			live = append(live, candidate{pp: pp, cost: cost, tier: tier})
 		}
 		pp.mu.Unlock()
 	}
@@ -382,15 +480,36 @@ func (pl *Pool) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 	// and a hedge costs a second peer's upload (a swarm's publisher).
 	background := eris.IsBackground(ctx)
 	var hedge <-chan time.Time
+	// While the block's owner is being asked, the publishers are not: the
+	// owner fetches the block from them once for the whole swarm, and a
+	// second copy would cost their upload. Only an owner that fails, or
+	// stays silent for ownerPatience, sends the request on to them.
+	var ownerAsked time.Time
+	var ownerPatience time.Duration
+	ownerRunning := 0
 	startNext := func(isHedge bool) {
 		if next >= len(live) {
 			hedge = nil
 			return
 		}
 		c := live[next]
+		if c.tier == tierPublisher && ownerRunning > 0 {
+			if wait := ownerPatience - time.Since(ownerAsked); wait > 0 {
+				hedge = nil
+				if !background {
+					hedge = time.After(wait)
+				}
+				return
+			}
+		}
 		next++
 		if !start(c, isHedge) {
 			return
+		}
+		if c.tier == tierOwner {
+			ownerRunning++
+			ownerAsked = time.Now()
+			ownerPatience = max(pl.opts.HedgeMax, 4*pl.hedgeAfter(c.pp))
 		}
 		if !background {
 			hedge = time.After(pl.hedgeAfter(c.pp))
@@ -410,6 +529,9 @@ func (pl *Pool) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
 			running--
 			if r.err == nil {
 				return r.block, nil
+			}
+			if r.c.tier == tierOwner && !r.c.probe {
+				ownerRunning--
 			}
 			errs = append(errs, r.err)
 			if retries > 0 && !r.c.probe && retriable(r.err) && r.c.pp.live() && ctx.Err() == nil {
@@ -462,7 +584,7 @@ func (pl *Pool) choose(ctx context.Context, ref eris.Ref) (live, probes []candid
 	demand := !eris.IsBackground(ctx)
 	for waits := 0; ; waits++ {
 		var wait <-chan struct{}
-		live, probes, dead, wait = pl.candidates(time.Now(), demand && waits == 0)
+		live, probes, dead, wait = pl.candidates(ref, time.Now(), demand && waits == 0)
 		switch {
 		case len(live) > 0 || len(probes) > 0:
 			return live, probes, dead, nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -400,5 +401,200 @@ func TestPoolNoPeersSaysWhy(t *testing.T) {
 	_, err := pl.GetBlock(context.Background(), refs[1])
 	if !errors.Is(err, ErrNoPeers) || !errors.Is(err, eris.ErrCorrupt) {
 		t.Fatalf("read with the liar dead: %v, want ErrNoPeers and ErrCorrupt", err)
+	}
+}
+
+// askLog records which peer a pool asked, in order, and whether the
+// request could be relayed.
+type askLog struct {
+	mu   sync.Mutex
+	asks []string
+}
+
+func (l *askLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a := l.asks
+	l.asks = nil
+	return a
+}
+
+// loggedPeer is a fakePeer that writes each request to a log: its name,
+// with " held" when the request was marked NoRelay.
+type loggedPeer struct {
+	*fakePeer
+	log *askLog
+}
+
+func (p *loggedPeer) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
+	name := p.name
+	if IsNoRelay(ctx) {
+		name += " held"
+	}
+	p.log.mu.Lock()
+	p.log.asks = append(p.log.asks, name)
+	p.log.mu.Unlock()
+	return p.fakePeer.GetBlock(ctx, ref)
+}
+
+// ownerOf is the owner of ref among nodes, computed here from the scores.
+func ownerOf(ref eris.Ref, nodes map[string]NodeID) string {
+	best, top := "", uint64(0)
+	for name, id := range nodes {
+		if sc := id.score(ref); best == "" || sc > top {
+			best, top = name, sc
+		}
+	}
+	return best
+}
+
+// swarmPool is a pool of node "self" with a publisher given to NewPool and
+// two neighbours n1 and n2 added with their node ids, every request
+// logged.
+func swarmPool(t *testing.T, opts PoolOptions, pub, n1, n2 *fakePeer) (*Pool, *askLog, map[string]NodeID) {
+	t.Helper()
+	log := &askLog{}
+	nodes := map[string]NodeID{"self": NewNodeID(), "n1": NewNodeID(), "n2": NewNodeID()}
+	opts.Node = nodes["self"]
+	pl := NewPool([]Peer{&loggedPeer{pub, log}}, opts)
+	t.Cleanup(func() { pl.Close() })
+	for _, n := range []*fakePeer{n1, n2} {
+		if !pl.AddNeighbour(&loggedPeer{n, log}, nodes[n.name]) {
+			t.Fatalf("AddNeighbour refused %s", n.name)
+		}
+	}
+	return pl, log, nodes
+}
+
+// TestPoolAsksOwnerFirst: in a swarm a block is asked of its owner among
+// the neighbours first (the highest rendezvous score, this node
+// included), then of the other neighbours, and of the publisher only when
+// no neighbour had it; a relayed request (NoRelay) keeps that order and
+// its mark.
+func TestPoolAsksOwnerFirst(t *testing.T) {
+	blocks := randomBlocks(t, 48, eris.BlockSize1K)
+	store, refs := storeWith(t, blocks...)
+	empty, _ := storeWith(t)
+	ctx := context.Background()
+
+	t.Run("neighbours hold the blocks", func(t *testing.T) {
+		pl, log, nodes := swarmPool(t, PoolOptions{HedgeMax: time.Minute}, newFake("pub", store, 0), newFake("n1", store, 0), newFake("n2", store, 0))
+		for i, ref := range refs {
+			if _, err := pl.GetBlock(ctx, ref); err != nil {
+				t.Fatal(err)
+			}
+			asks := log.take()
+			owner := ownerOf(ref, nodes)
+			if owns := pl.Owns(ref); owns != (owner == "self") {
+				t.Errorf("block %d: Owns says %v, the scores say the owner is %s", i, owns, owner)
+			}
+			want := owner
+			if owner == "self" {
+				want = "n1 or n2"
+			}
+			if len(asks) != 1 || (owner != "self" && asks[0] != owner) || asks[0] == "pub" {
+				t.Errorf("block %d owned by %s: asked %v, want only %s", i, owner, asks, want)
+			}
+		}
+	})
+
+	t.Run("nobody holds the blocks", func(t *testing.T) {
+		pl, log, nodes := swarmPool(t, PoolOptions{HedgeMax: time.Minute}, newFake("pub", store, 0), newFake("n1", empty, 0), newFake("n2", empty, 0))
+		for i, ref := range refs {
+			for _, relayed := range []bool{false, true} {
+				rctx, held := ctx, ""
+				if relayed {
+					rctx, held = NoRelay(ctx), " held"
+				}
+				if _, err := pl.GetBlock(rctx, ref); err != nil {
+					t.Fatal(err)
+				}
+				asks := log.take()
+				owner := ownerOf(ref, nodes)
+				ok := len(asks) == 3 && asks[2] == "pub"+held && slices.Contains(asks, "n1"+held) && slices.Contains(asks, "n2"+held)
+				if owner != "self" {
+					ok = ok && asks[0] == owner+held
+				}
+				if !ok {
+					t.Errorf("block %d owned by %s (relayed %v): asked %v, want the owner first, the other neighbour, the publisher last", i, owner, relayed, asks)
+				}
+			}
+		}
+	})
+}
+
+// TestPoolOwnersAgree: nodes that know each other agree on the owner of
+// every block: exactly one of them owns it.
+func TestPoolOwnersAgree(t *testing.T) {
+	store, refs := storeWith(t, randomBlocks(t, 200, eris.BlockSize1K)...)
+	ids := []NodeID{NewNodeID(), NewNodeID(), NewNodeID(), NewNodeID()}
+	var pools []*Pool
+	for i, id := range ids {
+		pl := NewPool(nil, PoolOptions{Node: id})
+		defer pl.Close()
+		for j, other := range ids {
+			if j != i {
+				pl.AddNeighbour(newFake(fmt.Sprint("n", j), store, 0), other)
+			}
+		}
+		pools = append(pools, pl)
+	}
+	owned := make([]int, len(ids))
+	for _, ref := range refs {
+		n := 0
+		for i, pl := range pools {
+			if pl.Owns(ref) {
+				n++
+				owned[i]++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("block %s has %d owners, want 1", ref.Str(), n)
+		}
+	}
+	t.Logf("blocks owned by each of %d nodes: %v", len(ids), owned)
+}
+
+// TestPoolWaitsForOwner: while a block's owner is being asked, the
+// publisher is not, even when the owner is slower than its hedge delay
+// (it is fetching the block for the swarm) or its window is full (here
+// one request, with four reads at once); an owner that fails sends the
+// request on to the publisher.
+func TestPoolWaitsForOwner(t *testing.T) {
+	blocks := randomBlocks(t, 64, eris.BlockSize1K)
+	store, refs := storeWith(t, blocks...)
+	empty, _ := storeWith(t)
+	pub, slow := newFake("pub", store, 0), newFake("n1", store, 50*time.Millisecond)
+	pl, log, nodes := swarmPool(t, PoolOptions{Window: 1, HedgeInitial: time.Millisecond, HedgeMin: time.Millisecond, HedgeMax: time.Minute}, pub, slow, newFake("n2", empty, 0))
+	ctx := context.Background()
+	var mine []int // the blocks n1 owns
+	for i, ref := range refs {
+		if ownerOf(ref, nodes) == "n1" {
+			mine = append(mine, i)
+		}
+	}
+	if len(mine) < 2 {
+		t.Skipf("n1 owns %d of %d random blocks", len(mine), len(refs))
+	}
+	var ownedRefs []eris.Ref
+	var ownedBlocks [][]byte
+	for _, i := range mine[:len(mine)/2] {
+		ownedRefs, ownedBlocks = append(ownedRefs, refs[i]), append(ownedBlocks, blocks[i])
+	}
+	fetchAll(t, ctx, pl, ownedRefs, ownedBlocks, 4)
+	if n := slow.maxInFlight.Load(); n != 1 {
+		t.Errorf("the owner had %d requests in flight, its window is 1", n)
+	}
+	if n := pub.calls.Load(); n != 0 {
+		t.Errorf("the publisher was asked %d times while the owner was fetching (asks %v)", n, log.take())
+	}
+	slow.down.Store(true)
+	for _, i := range mine[len(mine)/2:] {
+		if b, err := pl.GetBlock(ctx, refs[i]); err != nil || !bytes.Equal(b, blocks[i]) {
+			t.Fatalf("block %d with its owner down: %v", i, err)
+		}
+	}
+	if pub.calls.Load() == 0 {
+		t.Error("with the owner down the publisher was never asked")
 	}
 }

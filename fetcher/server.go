@@ -45,6 +45,14 @@ type ServerOptions struct {
 	// (see Discover). Every CoAP listener answers /.well-known/core sent
 	// to it directly.
 	Discoverable bool
+	// MaxUploadRate caps the block bytes sent, in bytes a second, over
+	// every listener and transport (0: no cap). A request waits for its
+	// turn; past StoreTimeout it gets 5.03 / 503.
+	MaxUploadRate int64
+	// Node is the node id this server advertises in its discovery answer
+	// (the attribute node="…" of its link), so that the nodes of a swarm
+	// agree on which of them owns a block (see Relay). Zero: none.
+	Node NodeID
 }
 
 func (o *ServerOptions) fill() {
@@ -72,6 +80,9 @@ type Server struct {
 	opts  ServerOptions
 	log   *slog.Logger
 	stats serverCounters
+	// upload caps the block bytes sent (nil: no cap). Every transport
+	// calls upload.wait(ctx, n) before sending n block bytes.
+	upload *uploadLimiter
 
 	mu     sync.Mutex
 	closed bool
@@ -105,7 +116,7 @@ func (o *stopOnce) do(f func()) {
 // NewServer returns a server over store. It listens nowhere until Listen.
 func NewServer(store eris.BlockStore, opts ServerOptions) *Server {
 	opts.fill()
-	return &Server{store: store, opts: opts, log: opts.Logger, listeners: make(map[listener]func() bool)}
+	return &Server{store: store, opts: opts, log: opts.Logger, upload: newUploadLimiter(opts.MaxUploadRate), listeners: make(map[listener]func() bool)}
 }
 
 // NewReadOnlyServer returns a server that answers block requests from g

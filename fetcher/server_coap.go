@@ -48,13 +48,14 @@ type coapBlocks struct {
 	s          *Server
 	storePath  string
 	blocksPath string
+	heldPath   string // <store>/held/blocks: the same, never relayed
 	udp        bool
 	recent     *lru.Cache[eris.Ref, []byte] // 32 KiB blocks being sent in parts
 	uploads    uploads
 }
 
 func (s *Server) newCoAPBlocks(ep endpoint) *coapBlocks {
-	c := &coapBlocks{s: s, storePath: ep.path, blocksPath: ep.blocksPath(), udp: ep.transport == transportUDP}
+	c := &coapBlocks{s: s, storePath: ep.path, blocksPath: ep.blocksPath(), heldPath: ep.path + HeldPath + "/blocks", udp: ep.transport == transportUDP}
 	c.recent, _ = lru.New[eris.Ref, []byte](s.opts.CacheBlocks)
 	return c
 }
@@ -75,7 +76,10 @@ func (c *coapBlocks) ServeCOAP(w mux.ResponseWriter, r *mux.Message) {
 		c.respond(w, reply{res: resNotFound, diag: "no resource matches"})
 		return
 	}
-	if p, err := r.Path(); err != nil || p != c.blocksPath {
+	// The held resource is the same blocks, never relayed (see Relay).
+	p, err := r.Path()
+	held := err == nil && p == c.heldPath
+	if err != nil || (p != c.blocksPath && !held) {
 		c.respond(w, reply{res: resNotFound, diag: "no such resource, blocks are at " + c.blocksPath + "?<REF>"})
 		return
 	}
@@ -95,6 +99,9 @@ func (c *coapBlocks) ServeCOAP(w mux.ResponseWriter, r *mux.Message) {
 	}
 	ctx, cancel := c.s.storeCtx(r.Context())
 	defer cancel()
+	if held {
+		ctx = NoRelay(ctx)
+	}
 	if code == codes.GET {
 		c.get(ctx, w, r, ref)
 		return
@@ -125,6 +132,10 @@ func (c *coapBlocks) get(ctx context.Context, w mux.ResponseWriter, r *mux.Messa
 	}
 	if sl.more && !cached && c.recent != nil {
 		c.recent.Add(ref, b) // the next requests of this transfer want it
+	}
+	if err := c.s.upload.wait(ctx, sl.end-sl.off); err != nil {
+		c.respond(w, reply{res: resUnavailable, diag: "over the upload rate limit: no turn in time"})
+		return
 	}
 	if err := w.SetResponse(codes.Content, message.AppOctets, bytes.NewReader(b[sl.off:sl.end])); err != nil {
 		c.s.log.Warn("coap: cannot set response", "err", err)

@@ -33,6 +33,9 @@ func (s *Server) httpHandler(prefix string) http.Handler {
 	path := prefix + n2rPath
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rep := s.serveHTTP(r, path)
+		if rep.res == resOK && r.Method != http.MethodHead {
+			rep = s.uploadTurn(r.Context(), rep)
+		}
 		if rep.res == resOK {
 			h := w.Header()
 			h.Set("Content-Type", "application/octet-stream")
@@ -62,6 +65,17 @@ func (s *Server) httpHandler(prefix string) http.Handler {
 			_, _ = io.WriteString(w, rep.diag+"\n")
 		}
 	})
+}
+
+// uploadTurn waits until the block of rep may be sent under the upload
+// cap, at most StoreTimeout; then it is 5.03 / 503.
+func (s *Server) uploadTurn(ctx context.Context, rep reply) reply {
+	ctx, cancel := s.storeCtx(ctx)
+	defer cancel()
+	if err := s.upload.wait(ctx, len(rep.block)); err != nil {
+		return reply{res: resUnavailable, diag: "over the upload rate limit: no turn in time"}
+	}
+	return rep
 }
 
 func (s *Server) serveHTTP(r *http.Request, path string) reply {

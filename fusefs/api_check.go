@@ -17,6 +17,7 @@ var (
 	_ gofs.FileReaddirenter   = (*dirHandle)(nil)
 	_ gofs.FileSeekdirer      = (*dirHandle)(nil)
 	_ gofs.FileReleasedirer   = (*dirHandle)(nil)
+	_ gofs.FileLookuper       = (*dirHandle)(nil)
 	_ gofs.NodeGetattrer      = (*fileNode)(nil)
 	_ gofs.NodeOpener         = (*fileNode)(nil)
 	_ gofs.NodeGetxattrer     = (*fileNode)(nil)

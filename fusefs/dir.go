@@ -86,14 +86,38 @@ func (d *dirNode) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHan
 		}
 		list = append(list, fuse.DirEntry{Name: name, Ino: d.m.ino(c), Mode: unixMode(c) &^ 0o7777})
 	}
-	return &dirHandle{list: list}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+	return &dirHandle{d: d, list: list}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // dirHandle is an open directory: a fixed listing read in order. Offsets
 // are positions in the listing (0 is the start).
 type dirHandle struct {
+	d    *dirNode
 	list []fuse.DirEntry
 	pos  int
+}
+
+// errNoAttr makes go-fuse leave an entry of a READDIRPLUS listing without
+// attributes (node ID 0), which the kernel takes as "not given", not as
+// ENOENT (fuse_direntplus_link): it looks the entry up when it needs it.
+const errNoAttr = syscall.EAGAIN
+
+// Lookup gives the attributes of an entry of a READDIRPLUS listing: for
+// directories and symlinks, and files whose size is known, the entry the
+// kernel would get from a LOOKUP; nothing for other files, whose size
+// would need a fetch — listing a directory fetches nothing.
+func (h *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	c := h.d.child(name)
+	if c == nil {
+		return nil, errNoAttr
+	}
+	size, ok := c.CachedSize()
+	if !ok {
+		return nil, errNoAttr
+	}
+	node, attr := h.d.m.node(c)
+	h.d.m.fill(c, size, &out.Attr)
+	return h.d.NewInode(ctx, node, attr), 0
 }
 
 func (h *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {

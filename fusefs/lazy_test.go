@@ -336,3 +336,78 @@ func TestExecutableFetchedWhole(t *testing.T) {
 		t.Errorf("reading the fetched executable fetched %d more blocks", n)
 	}
 }
+
+// TestListingFetchesNothing: walking the whole tree (ls -R; READDIRPLUS
+// listings) fetches no block beyond the index: files go without
+// attributes in a listing until their size is known. Afterwards every
+// entry still stats, reads and resolves as its source, and the
+// directories and symlinks the listings described need no LOOKUP.
+func TestListingFetchesNothing(t *testing.T) {
+	testenv.RequireFUSE(t)
+	p := publish(t, testenv.Sample())
+	srv := testenv.Mount(t, p.tree, fusefs.Options{})
+	before := p.count.Blocks()
+	var walked int
+	err := filepath.WalkDir(srv.Dir(), func(path string, d os.DirEntry, err error) error {
+		walked++
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if walked != p.tree.Len() {
+		t.Errorf("walked %d entries, the tree has %d", walked, p.tree.Len())
+	}
+	if n := p.count.Blocks() - before; n != 0 {
+		t.Errorf("listing every directory fetched %d blocks, want none", n)
+	}
+	testenv.CompareDirs(t, p.src, srv.Dir())
+	// Listed again once every size is known, files come with attributes.
+	if _, err := os.ReadDir(filepath.Join(srv.Dir(), "share/doc")); err != nil {
+		t.Fatal(err)
+	}
+	testenv.CompareDirs(t, p.src, srv.Dir())
+}
+
+// TestSmallFileWithItsSize: looking up a file under 16 KiB fetches all of
+// it (its size needs its last leaf; the other leaves come in the same
+// round trip), so reading it afterwards fetches nothing more; a larger
+// file's lookup fetches only the path to its last leaf.
+func TestSmallFileWithItsSize(t *testing.T) {
+	testenv.RequireFUSE(t)
+	spec := testenv.Spec{
+		"small": testenv.Bytes(testenv.Random(1, 5000)),   // 5 leaves of 1 KiB under a node
+		"large": testenv.Bytes(testenv.Random(2, 100000)), // 4 leaves of 32 KiB under a node
+	}
+	p := publish(t, spec)
+	srv := testenv.Mount(t, p.tree, fusefs.Options{Readahead: -1, TreeAhead: -1})
+	ctx := context.Background()
+	for _, name := range []string{"small", "large"} {
+		e, _ := p.tree.Lookup(name)
+		refs, err := testenv.ContentRefs(ctx, e.Capability(), p.store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := p.count.Refs()
+		fi, err := os.Stat(filepath.Join(srv.Dir(), name))
+		if err != nil || fi.Size() != int64(len(spec[name].Content)) {
+			t.Fatalf("stat %s: %v, %v", name, fi, err)
+		}
+		got := 0
+		for ref, n := range p.count.Refs() {
+			if n > before[ref] {
+				if !refs[ref] {
+					t.Errorf("stat %s fetched block %s, not one of its own", name, ref.Str())
+				}
+				got++
+			}
+		}
+		want := 2 // the node and the last leaf
+		if name == "small" {
+			want = len(refs)
+		}
+		if got != want {
+			t.Errorf("stat %s fetched %d of its %d blocks, want %d", name, got, len(refs), want)
+		}
+	}
+}

@@ -64,7 +64,7 @@ func Mount(ctx context.Context, dir string, tree *erisfs.Tree, opts Options) (*S
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	m := newMountFS(ctx, tree, opts)
-	s, err := serve(abs, m.root(), m, tree.Capability().URN(), cancel)
+	s, err := serve(abs, m.root(), m, tree.Capability().URN(), true, cancel)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +74,11 @@ func Mount(ctx context.Context, dir string, tree *erisfs.Tree, opts Options) (*S
 
 // serve mounts root at abs as the file system fsName and serves it in the
 // background; cancel ends m's background work once it is unmounted.
-func serve(abs string, root gofs.InodeEmbedder, m *mountFS, fsName string, cancel context.CancelFunc) (*Server, error) {
+// readdirPlus lets the kernel ask for READDIRPLUS: listings that carry the
+// attributes of the entries whose attributes are known without a fetch
+// (dirHandle.Lookup), sparing a LOOKUP of each subdirectory a walk enters.
+// The store view leaves it off: looking its items up opens them.
+func serve(abs string, root gofs.InodeEmbedder, m *mountFS, fsName string, readdirPlus bool, cancel context.CancelFunc) (*Server, error) {
 	long := cacheTimeout
 	fopts := &gofs.Options{
 		MountOptions: fuse.MountOptions{
@@ -92,9 +96,10 @@ func serve(abs string, root gofs.InodeEmbedder, m *mountFS, fsName string, cance
 			// more of them in flight than go-fuse's default of 12.
 			MaxBackground:        64,
 			IgnoreSecurityLabels: true,
-			// Listing a directory should not fetch the size of every
-			// file in it (READDIRPLUS would look each one up).
-			DisableReadDirPlus:       true,
+			// Listing a directory never fetches the size of a file
+			// in it: with READDIRPLUS, files whose size is not known
+			// yet go without attributes (see dirHandle.Lookup).
+			DisableReadDirPlus:       !readdirPlus,
 			EnableSymlinkCaching:     true,
 			ExplicitDataCacheControl: true,
 			Debug:                    m.opts.Debug,

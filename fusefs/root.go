@@ -278,7 +278,7 @@ func subdirs(e *erisfs.Entry) int {
 
 // size returns the size of e within the operation deadline: known at once
 // for directories and symlinks, fetched once for a file (the rightmost path
-// of its content).
+// of its content). A small file is fetched whole instead (see smallFile).
 func (m *mountFS) size(ctx context.Context, op string, e *erisfs.Entry) (int64, syscall.Errno) {
 	if n, ok := e.CachedSize(); ok {
 		return n, 0
@@ -286,6 +286,16 @@ func (m *mountFS) size(ctx context.Context, op string, e *erisfs.Entry) (int64, 
 	var n int64
 	err := m.do(ctx, func(ctx context.Context) error {
 		var err error
+		if smallFile(e) {
+			// Into the block cache; Size then finds it there.
+			r, err := m.tree.Open(ctx, e)
+			if err != nil {
+				return err
+			}
+			if _, err := r.ReadAll(ctx, smallFileMax); err != nil {
+				return fmt.Errorf("fusefs: fetch %s: %w", pathOf(e), err)
+			}
+		}
 		n, err = m.tree.Size(ctx, e)
 		return err
 	}, nil)
@@ -294,6 +304,22 @@ func (m *mountFS) size(ctx context.Context, op string, e *erisfs.Entry) (int64, 
 	}
 	return n, 0
 }
+
+// smallFile reports whether e is a file of at most one internal node over
+// 1 KiB leaves: under 16 KiB, which eris.Encode stores in 1 KiB blocks.
+// Its size is fetched by fetching all of it: the root node, then every
+// leaf at once, the last of which gives the size — as many round trips as
+// the size alone, for at most 15 KiB more, and the read that usually
+// follows a lookup finds the content in the block cache instead of waiting
+// for another round trip.
+func smallFile(e *erisfs.Entry) bool {
+	rc := e.Capability()
+	return e.Kind().IsFile() && rc.BlockSize() == eris.BlockSize1K && rc.Level() <= 1
+}
+
+// smallFileMax is the most a small file holds: 16 leaves of 1 KiB, the
+// last with at least a byte of padding.
+const smallFileMax = 16*eris.BlockSize1K - 1
 
 // do runs f under the operation deadline. It returns f's result, or, if f
 // overstays the deadline by more than grace (a block source that ignores

@@ -160,7 +160,7 @@ func MountStore(ctx context.Context, dir string, opts StoreOptions) (*Store, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	s := newStoreFS(ctx, opts)
-	srv, err := serve(abs, s.root, s.m, "erismount-store:"+opts.StoreDir, cancel)
+	srv, err := serve(abs, s.root, s.m, "erismount-store:"+opts.StoreDir, false, cancel)
 	if err != nil {
 		return nil, err
 	}

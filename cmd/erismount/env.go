@@ -108,7 +108,7 @@ func parseSize(s string) (int64, error) {
 		}
 	}
 	f, err := strconv.ParseFloat(strings.TrimSpace(t), 64)
-	if err != nil || f <= 0 || f*float64(mult) > 1<<62 {
+	if err != nil || !(f > 0) || f*float64(mult) > 1<<62 { // !(f > 0): NaN too
 		return 0, fmt.Errorf("%q: want a positive size such as 20GiB", s)
 	}
 	return int64(f * float64(mult)), nil

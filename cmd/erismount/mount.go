@@ -93,6 +93,7 @@ background.
 
 // mount mounts the tree and serves it until a signal or an unmount.
 func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
+	ph := newPhases()
 	rc, err := parseURN(urn)
 	if err != nil {
 		return err
@@ -118,11 +119,13 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 	if _, err := fusefs.CheckMountPoint(dir, f.nonEmpty); errors.Is(err, fusefs.ErrNotEmpty) {
 		return usageError{fmt.Errorf("%w (pass --nonempty to mount over it anyway)", err)}
 	}
+	ph.mark("check")
 	src, err := a.openSource(ctx)
 	if err != nil {
 		return err
 	}
 	defer src.Close()
+	ph.mark("open_source")
 	node, listening, err := a.listenNode(ctx, src, f.node)
 	if err != nil {
 		return err
@@ -139,10 +142,12 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 		return err
 	}
 	defer pin.Release(context.WithoutCancel(ctx))
+	ph.mark("pin")
 
 	// The index may be large: give opening it a dozen deadlines.
 	octx, cancel := context.WithTimeout(ctx, 12*f.deadline)
 	tree, err := erisfs.Open(octx, rc, src.Tiered, erisfs.OpenOptions{GetterVerifies: true})
+	ph.mark("open_tree")
 	if err == nil {
 		err = eris.Walk(octx, rc, src.Tiered, func(ref eris.Ref, _ int) error { pin.Tag(ref); return nil })
 	}
@@ -150,6 +155,7 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 	if err != nil {
 		return fmt.Errorf("open the tree: %w", err)
 	}
+	ph.mark("tag_index")
 	// The mount outlives the first signal: a lazily detached tree serves
 	// its open files until they are closed (see serveDetached).
 	srv, err := fusefs.Mount(context.WithoutCancel(ctx), dir, tree, fusefs.Options{
@@ -166,6 +172,7 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 	if err != nil {
 		return err
 	}
+	ph.mark("fuse_mount")
 	if a.metrics != "" {
 		ms := &metricSources{tiered: src.Tiered.Stats, store: src.Store.Health, fuse: srv.Stats}
 		if pool, ok := src.Remote.(*fetcher.Pool); ok {
@@ -179,7 +186,7 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 			return err
 		}
 	}
-	a.log.Info("mounted", "urn", rc.URN(), "dir", srv.Dir(), "entries", tree.Len(), "index_bytes", tree.IndexSize())
+	a.log.Info("mounted", append([]any{"urn", rc.URN(), "dir", srv.Dir(), "entries", tree.Len(), "index_bytes", tree.IndexSize()}, ph.attrs()...)...)
 	if a.json {
 		if err := a.printJSON(map[string]any{"urn": rc.URN(), "dir": srv.Dir(), "entries": tree.Len(), "pid": os.Getpid(), "listen": listening}); err != nil {
 			srv.Close()
@@ -203,6 +210,37 @@ func (a *app) mount(ctx context.Context, urn, dir string, f mountFlags) error {
 	st := srv.Stats()
 	a.log.Info("mount ended", "reads", st.Reads, "read_bytes", st.ReadBytes, "eio", st.EIO, "timeouts", st.Timeouts)
 	return nil
+}
+
+// phases times the steps of a mount, for its log: where the wait before
+// the tree answers goes.
+type phases struct {
+	last  time.Time
+	start time.Time
+	names []string
+	took  []time.Duration
+}
+
+func newPhases() *phases {
+	now := time.Now()
+	return &phases{start: now, last: now}
+}
+
+// mark ends the step called name.
+func (p *phases) mark(name string) {
+	now := time.Now()
+	p.names = append(p.names, name)
+	p.took = append(p.took, now.Sub(p.last))
+	p.last = now
+}
+
+// attrs are the steps' durations as log attributes, and their total.
+func (p *phases) attrs() []any {
+	out := make([]any, 0, 2*len(p.names)+2)
+	for i, n := range p.names {
+		out = append(out, n, p.took[i].Round(10*time.Microsecond))
+	}
+	return append(out, "mount_took", p.last.Sub(p.start).Round(10*time.Microsecond))
 }
 
 // serveDetached waits, after Close, until a tree that Close had to detach

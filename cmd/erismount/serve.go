@@ -16,7 +16,7 @@ const defaultListen = "coap://127.0.0.1:5683"
 
 func newServeCmd(a *app) *cobra.Command {
 	var allowPut bool
-	var cacheStore string
+	var cacheStore, rate string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the blocks of the store over CoAP (UDP, TCP, Unix socket) and HTTP",
@@ -50,11 +50,12 @@ can front one bucket. Each block is verified as it comes out of the bucket.`,
   coap-client-notls -m get 'coap://127.0.0.1:5683/.well-known/eris/blocks?REF' -o block`,
 		Args: exactArgs(0),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.serve(cmd.Context(), allowPut, cacheStore)
+			return a.serve(cmd.Context(), allowPut, cacheStore, rate)
 		},
 	}
 	a.addListenFlag(cmd, "URL to serve on (repeatable): coap://, coap+tcp://, coap+unix://, http://")
 	cmd.Flags().BoolVar(&allowPut, "allow-put", false, "accept PUT/POST of blocks (each verified before it is stored)")
+	addUploadRateFlag(cmd, &rate)
 	cmd.Flags().StringVar(&cacheStore, "cache-store", "", "with --store s3://…: a SQLite cache of served blocks in front of the bucket")
 	a.addMetricsFlag(cmd)
 	return cmd
@@ -62,7 +63,11 @@ can front one bucket. Each block is verified as it comes out of the bucket.`,
 
 // serve runs the block servers over the store until ctx ends (SIGINT or
 // SIGTERM), then stops every listener and closes the store.
-func (a *app) serve(ctx context.Context, allowPut bool, cacheStore string) (err error) {
+func (a *app) serve(ctx context.Context, allowPut bool, cacheStore, rateFlag string) (err error) {
+	rate, err := uploadRate(rateFlag)
+	if err != nil {
+		return err
+	}
 	listens := a.listens
 	if len(listens) == 0 {
 		listens = []string{defaultListen}
@@ -72,7 +77,7 @@ func (a *app) serve(ctx context.Context, allowPut bool, cacheStore string) (err 
 		return err
 	}
 	defer func() { err = errors.Join(err, closeStore()) }()
-	srv := fetcher.NewServer(store, fetcher.ServerOptions{AllowPut: allowPut, Logger: a.log})
+	srv := fetcher.NewServer(store, fetcher.ServerOptions{AllowPut: allowPut, Logger: a.log, MaxUploadRate: rate})
 	defer func() { err = errors.Join(err, srv.Close()) }()
 	if a.metrics != "" {
 		ms.server = srv.Stats
@@ -90,7 +95,7 @@ func (a *app) serve(ctx context.Context, allowPut bool, cacheStore string) (err 
 		}
 		fmt.Fprintln(a.stdout, u)
 	}
-	a.log.Info("serving blocks until SIGINT or SIGTERM", "store", a.storePath, "put", allowPut)
+	a.log.Info("serving blocks until SIGINT or SIGTERM", "store", a.storePath, "put", allowPut, "max_upload_rate", rate)
 	<-ctx.Done()
 	return nil
 }

@@ -35,7 +35,10 @@
 // the same shaped link, it measures the lazy `ls -R` + one small file, the
 // whole item through its ERIS-FS blocks and through ERIS-Nar (the zstd nar
 // as ERIS content), and the upgrade (the older version's blocks cached),
-// with the bytes the link carried beside every time.
+// with the bytes the link carried beside every time. The lazy sample ends
+// once the small file is read: the unmount after it is not timed, as the
+// nar paths' deleting the tree they unpacked is not (the report gives its
+// median time).
 //
 //	go run ./tests/bench -suite all -prep-cache /var/tmp/bench   # the README's second table
 //	go run ./tests/bench -suite protobuf,coreutils -runs 3

@@ -97,7 +97,7 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			}
 		}
 		sc := SuiteConfig{Items: names, Scenarios: splitList(*scens, ","), PrepCache: *prepCache, Shape: cfg.Shape, Runs: cfg.Runs, GenFiles: cfg.Files, GenBytes: cfg.Bytes,
-			Erismount: cfg.Erismount, WorkDir: cfg.WorkDir, Keep: cfg.Keep, DropCaches: cfg.DropCaches, Logger: cfg.Logger}
+			Erismount: cfg.Erismount, MountLogs: cfg.MountLogs, WorkDir: cfg.WorkDir, Keep: cfg.Keep, DropCaches: cfg.DropCaches, Logger: cfg.Logger}
 		res, err := RunSuite(ctx, sc)
 		if err != nil {
 			return err
