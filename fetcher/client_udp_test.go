@@ -394,7 +394,7 @@ func FuzzUDPBlockGet(f *testing.F) {
 		if g.ref != ref {
 			return
 		}
-		out, err := l.answer(&g, block, false, reply{}, nil)
+		out, _, err := l.answer(&g, block, false, reply{}, nil)
 		if err != nil {
 			t.Fatalf("no answer: %v", err)
 		}

@@ -81,8 +81,9 @@ func (l *udpListener) parseBlockGet(m *message.Message) (blockGet, bool) {
 }
 
 // answer builds the response to g from block b (nil: rep says why not)
-// and encodes it into buf (grown if need be).
-func (l *udpListener) answer(g *blockGet, b []byte, cached bool, rep reply, buf []byte) ([]byte, error) {
+// and encodes it into buf (grown if need be). sent is how many block bytes
+// it carries.
+func (l *udpListener) answer(g *blockGet, b []byte, cached bool, rep reply, buf []byte) (out []byte, sent int, err error) {
 	c := l.handler
 	resp := message.Message{Token: g.token[:g.tokLen], Type: message.Acknowledgement, MessageID: g.mid}
 	if g.typ == message.NonConfirmable {
@@ -90,7 +91,6 @@ func (l *udpListener) answer(g *blockGet, b []byte, cached bool, rep reply, buf 
 	}
 	var ob [16]byte
 	opts := make(message.Options, 0, 4)
-	var err error
 	if b == nil {
 		resp.Code = coapCodes[rep.res]
 		opts, _, err = opts.SetContentFormat(ob[:], message.TextPlain)
@@ -108,7 +108,7 @@ func (l *udpListener) answer(g *blockGet, b []byte, cached bool, rep reply, buf 
 			if sl.more && !cached && c.recent != nil {
 				c.recent.Add(g.ref, b) // the next requests of this transfer want it
 			}
-			l.s.stats.sent.Add(uint64(sl.end - sl.off))
+			sent = sl.end - sl.off
 			resp.Code = codes.Content
 			resp.Payload = b[sl.off:sl.end]
 			used := 0
@@ -128,13 +128,14 @@ func (l *udpListener) answer(g *blockGet, b []byte, cached bool, rep reply, buf 
 		}
 	}
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	resp.Options = opts
 	if buf == nil {
 		buf = make([]byte, 0, 64+len(resp.Payload))
 	}
-	return encodeCoAPMessage(resp, buf)
+	out, err = encodeCoAPMessage(resp, buf)
+	return out, sent, err
 }
 
 // getJob is a block GET for a worker of the fast path.
@@ -182,14 +183,22 @@ func (l *udpListener) getWorker(job getJob) {
 
 func (l *udpListener) answerGet(job getJob) {
 	g, ap, cm := job.g, job.ap, job.cm
+	ctx := l.storeCtx()
 	b, cached := l.handler.recent.Get(g.ref)
 	var rep reply
 	if !cached {
-		if rep = l.s.getBlock(l.storeCtx(), g.ref); rep.res == resOK {
+		if rep = l.s.getBlock(ctx, g.ref); rep.res == resOK {
 			b = rep.block
 		}
 	}
-	out, err := l.answer(&g, b, cached, rep, nil)
+	out, sent, err := l.answer(&g, b, cached, rep, nil)
+	if err == nil && sent > 0 {
+		// The server's upload cap (ServerOptions.MaxUploadRate).
+		if werr := l.s.upload.wait(ctx, sent); werr != nil {
+			out, sent, err = l.answer(&g, nil, false, reply{res: resUnavailable, diag: "over the upload rate limit: no turn in time"}, nil)
+		}
+		l.s.stats.sent.Add(uint64(sent))
+	}
 	switch {
 	case err == nil && l.batch != nil:
 		l.sendCombined(ap, out)
@@ -282,14 +291,16 @@ func (l *udpListener) fast(ap netip.AddrPort, cm *coapnet.ControlMessage, dgram 
 		return false
 	}
 	b, cached := l.handler.recent.Get(g.ref)
-	if !cached {
+	if !cached || l.s.upload != nil {
+		// A store read, or a wait for the upload cap: not in the read loop.
 		l.serveGet(g, ap, cm)
 		return true
 	}
-	buf, err := l.answer(&g, b, true, reply{}, out.buf())
+	buf, sent, err := l.answer(&g, b, true, reply{}, out.buf())
 	if err != nil {
 		return false
 	}
+	l.s.stats.sent.Add(uint64(sent))
 	out.add(ap, cm, buf)
 	return true
 }
