@@ -106,8 +106,8 @@ func BenchmarkGetBlock(b *testing.B) {
 
 // BenchmarkGetBlockRTT fetches 32 KiB blocks over CoAP/UDP through a
 // proxy that delays every datagram by 5 ms (a 10 ms round trip), 4 blocks
-// in flight, asking for 1, 4 or 16 parts of a block at once
-// (ClientOptions.BlockWindow; the default is 8): the latency a block costs
+// in flight, asking for 1, 4, 16 or 32 parts of a block at once
+// (ClientOptions.BlockWindow; the default is 32): the latency a block costs
 // on a real link.
 func BenchmarkGetBlockRTT(b *testing.B) {
 	blocks := randomBlocks(b, 16, eris.BlockSize32K)
@@ -115,7 +115,7 @@ func BenchmarkGetBlockRTT(b *testing.B) {
 	_, urls := serve(b, store, ServerOptions{}, "coap://127.0.0.1:0")
 	ep, _ := parseEndpoint(urls[0])
 	proxy := startDelayProxy(b, ep.addr, func(bool) bool { return false }, 5*time.Millisecond)
-	for _, w := range []int{1, 4, 16} {
+	for _, w := range []int{1, 4, 16, 32} {
 		b.Run(fmt.Sprintf("window%d", w), func(b *testing.B) {
 			p := dial(b, "coap://"+proxy, ClientOptions{BlockWindow: w})
 			ctx := context.Background()

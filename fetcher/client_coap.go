@@ -19,13 +19,12 @@ import (
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
 	"github.com/plgd-dev/go-coap/v3/options"
 	"github.com/plgd-dev/go-coap/v3/tcp"
-	"github.com/plgd-dev/go-coap/v3/udp"
 
 	"erismount/eris"
 )
 
-// coapConn is what the peer needs of a go-coap connection; both
-// udp/client.Conn and tcp/client.Conn have it.
+// coapConn is what the peer needs of a go-coap connection
+// (tcp/client.Conn).
 type coapConn interface {
 	NewGetRequest(ctx context.Context, path string, opts ...message.Option) (*pool.Message, error)
 	NewPutRequest(ctx context.Context, path string, contentFormat message.MediaType, payload io.ReadSeeker, opts ...message.Option) (*pool.Message, error)
@@ -36,15 +35,15 @@ type coapConn interface {
 	Done() <-chan struct{}
 }
 
-// coapPeer is a CoAP block store over UDP, TCP or a Unix socket.
+// coapPeer is a CoAP block store over TCP or a Unix socket (RFC 8323),
+// on go-coap's client connections; CoAP over UDP is udpPeer.
 //
-// Block-wise transfer (RFC 7959) is done here, not by go-coap: when the
-// answer to a GET comes in parts (Block2), the other parts are asked for,
-// several at once when few blocks are in flight, and each is checked
-// (number, size, fit with the announced Size2, 32 KiB at most in all); a
-// PUT over UDP goes as Block1 parts of 1 KiB. go-coap's own block-wise
-// layer buffers a representation of any size a peer sends; ours stops at
-// one ERIS block.
+// Block-wise transfer (RFC 7959, BERT) is done here, not by go-coap: when
+// the answer to a GET comes in parts (Block2), the other parts are asked
+// for, several at once when few blocks are in flight, and each is checked
+// (number, size, fit with the announced Size2, 32 KiB at most in all).
+// go-coap's own block-wise layer buffers a representation of any size a
+// peer sends; ours stops at one ERIS block.
 type coapPeer struct {
 	url  string
 	ep   endpoint
@@ -52,7 +51,6 @@ type coapPeer struct {
 	log  *slog.Logger
 
 	sem   inFlight
-	echo  atomic.Pointer[[]byte] // the last Echo value the server asked for (UDP)
 	slots []coapSlot
 	next  atomic.Uint32
 	tick  *periodic
@@ -61,8 +59,8 @@ type coapPeer struct {
 	cancel context.CancelFunc
 	once   stopOnce
 
-	// The last network failure go-coap reported (an ICMP port unreachable
-	// read as ECONNREFUSED on a UDP socket, say) and when: the requests it
+	// The last network failure go-coap reported (a reset connection, say)
+	// and when: the requests it
 	// ends only see "connection was closed". failed is closed, and
 	// replaced, each time one is recorded.
 	failMu  sync.Mutex
@@ -162,10 +160,7 @@ func (e *connError) Error() string {
 func (e *connError) Unwrap() []error { return []error{e.cause, e.err} }
 
 func (p *coapPeer) dial(ctx context.Context) (coapConn, error) {
-	common := []interface {
-		udp.Option
-		tcp.Option
-	}{
+	common := []tcp.Option{
 		options.WithErrors(p.coapErrors),
 		options.WithPeriodicRunner(p.tick.add),
 		// go-coap serializes requests unless told otherwise (both limits
@@ -176,26 +171,6 @@ func (p *coapPeer) dial(ctx context.Context) (coapConn, error) {
 		options.WithReceivedMessageQueueSize(64),
 		options.WithCloseSocket(),
 	}
-	if p.ep.transport == transportUDP {
-		ra, err := net.ResolveUDPAddr("udp", p.ep.addr)
-		if err != nil {
-			return nil, err
-		}
-		c, err := net.DialUDP("udp", nil, ra)
-		if err != nil {
-			return nil, err
-		}
-		_ = c.SetReadBuffer(udpSocketBuffer)
-		_ = c.SetWriteBuffer(udpSocketBuffer)
-		// NSTART (RFC 7252 §4.7): every transfer may have BlockWindow
-		// requests out; MaxInFlight bounds the transfers.
-		nstart := uint32(p.opts.MaxInFlight * p.opts.BlockWindow)
-		opts := []udp.Option{options.WithTransmission(nstart, p.opts.AckTimeout, uint32(p.opts.MaxRetransmit))}
-		for _, o := range common {
-			opts = append(opts, o)
-		}
-		return udp.Client(c, opts...), nil
-	}
 	network := "tcp"
 	if p.ep.transport == transportUnix {
 		network = "unix"
@@ -205,11 +180,7 @@ func (p *coapPeer) dial(ctx context.Context) (coapConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := []tcp.Option{options.WithMaxMessageSize(64 << 10)}
-	for _, o := range common {
-		opts = append(opts, o)
-	}
-	cc, err := tcp.Client(c, opts...)
+	cc, err := tcp.Client(c, append(common, options.WithMaxMessageSize(64<<10))...)
 	if err != nil {
 		c.Close()
 		return nil, err
@@ -365,41 +336,12 @@ func (t *transfer) take(resp *pool.Message, num, total int64) (more bool, err er
 	if err != nil {
 		return false, errors.New("peer stopped block-wise transfer")
 	}
-	szx, n, more, err := blockwise.DecodeBlockOption(opt)
+	payload, err := resp.ReadBody()
 	if err != nil {
 		return false, err
 	}
-	plen, err := resp.BodySize()
-	if err != nil {
-		return false, err
-	}
-	off := num * t.bs
-	switch {
-	case szx != t.szx:
-		return false, fmt.Errorf("peer changed block size from %d to %d", t.bs, blockSize(szx))
-	case n != num:
-		return false, fmt.Errorf("peer sent block %d at offset %d", n, off)
-	case more && (plen == 0 || plen%t.bs != 0):
-		return false, fmt.Errorf("peer sent a partial block of %d bytes before the last", plen)
-	case off+plen > eris.BlockSize32K:
-		return false, fmt.Errorf("%w: peer sends more than %d bytes", eris.ErrCorrupt, eris.BlockSize32K)
-	case total >= 0 && (off+plen > total || more != (off+plen < total)),
-		off+plen > int64(cap(t.body)):
-		return false, fmt.Errorf("block %d of %d bytes does not fit the announced %d", n, plen, total)
-	}
-	if int64(len(t.body)) < off+plen {
-		t.body = t.body[:off+plen]
-	}
-	// Read the payload straight into the block, without ReadBody's copy.
-	if plen > 0 {
-		if _, err := resp.Body().Seek(0, io.SeekStart); err != nil {
-			return false, err
-		}
-		if _, err := io.ReadFull(resp.Body(), t.body[off:off+plen]); err != nil {
-			return false, err
-		}
-	}
-	return more, nil
+	t.body, more, err = placeBlock2(t.body, t.szx, t.bs, num, total, opt, payload)
+	return more, err
 }
 
 // sequential asks for the parts one after another until the last, with
@@ -474,9 +416,7 @@ func szxOf(size int64) blockwise.SZX {
 	return blockwise.SZX1024
 }
 
-// PutBlock stores a block with PUT <store>/blocks?<REF>. Over UDP a 32 KiB
-// block goes as 32 Block1 blocks of 1 KiB (RFC 7959); over TCP and Unix
-// sockets as one message.
+// PutBlock stores a block with PUT <store>/blocks?<REF>, in one message.
 func (p *coapPeer) PutBlock(ctx context.Context, ref eris.Ref, block []byte) error {
 	return putNamed(p.url, ref, p.put(ctx, ref, block))
 }
@@ -490,82 +430,28 @@ func (p *coapPeer) put(ctx context.Context, ref eris.Ref, block []byte) error {
 	if err != nil {
 		return err
 	}
-	const bs = 1024
-	chunked := p.ep.transport == transportUDP && len(block) > bs
-	token, err := message.GetToken()
+	resp, err := p.exchange(cc, func() (*pool.Message, error) {
+		return cc.NewPutRequest(ctx, p.ep.blocksPath(), message.AppOctets, bytes.NewReader(block), p.refOption(ref))
+	})
 	if err != nil {
-		return err
+		return p.transportErr(ctx, cc, err)
 	}
-	for off := 0; ; off += bs {
-		part := block
-		more := false
-		if chunked {
-			part = block[off:min(off+bs, len(block))]
-			more = off+bs < len(block)
-		}
-		resp, err := p.exchange(cc, func() (*pool.Message, error) {
-			req, err := cc.NewPutRequest(ctx, p.ep.blocksPath(), message.AppOctets, bytes.NewReader(part), p.refOption(ref))
-			if err != nil {
-				return nil, err
-			}
-			req.SetToken(token)
-			if chunked {
-				opt, err := blockwise.EncodeBlockOption(blockwise.SZX1024, int64(off/bs), more)
-				if err != nil {
-					cc.ReleaseMessage(req)
-					return nil, err
-				}
-				req.SetOptionUint32(message.Block1, opt)
-				req.SetOptionUint32(message.Size1, uint32(len(block)))
-			}
-			return req, nil
-		})
-		if err != nil {
-			return p.transportErr(ctx, cc, err)
-		}
-		code := resp.Code()
-		err = nil
-		switch {
-		case more && code == codes.Continue:
-		case !more && (code == codes.Created || code == codes.Changed):
-		default:
-			err = statusErr(resp)
-		}
-		cc.ReleaseMessage(resp)
-		if err != nil || !more {
-			return err
-		}
+	defer cc.ReleaseMessage(resp)
+	if code := resp.Code(); code != codes.Created && code != codes.Changed {
+		return statusErr(resp)
 	}
+	return nil
 }
 
-// exchange sends the request build makes and returns the response. Over
-// UDP the request carries the peer's Echo value, once it has one; a 4.01
-// with an Echo option (RFC 9175 §2.4: a server verifying that our address
-// receives its answers) is answered at once by sending the request again
-// with that Echo, which is remembered for the next requests (and the
-// peer's other sockets).
+// exchange sends the request build makes and returns the response.
 func (p *coapPeer) exchange(cc coapConn, build func() (*pool.Message, error)) (*pool.Message, error) {
-	for again := false; ; again = true {
-		req, err := build()
-		if err != nil {
-			return nil, err
-		}
-		if e := p.echo.Load(); e != nil && p.ep.transport == transportUDP {
-			req.SetOptionBytes(message.Echo, *e)
-		}
-		resp, err := cc.Do(req)
-		cc.ReleaseMessage(req)
-		if err != nil || again || resp.Code() != codes.Unauthorized || p.ep.transport != transportUDP {
-			return resp, err
-		}
-		echo, err := resp.GetOptionBytes(message.Echo)
-		if err != nil || len(echo) == 0 || len(echo) > 40 {
-			return resp, nil // a plain 4.01: the answer
-		}
-		v := bytes.Clone(echo)
-		p.echo.Store(&v)
-		cc.ReleaseMessage(resp)
+	req, err := build()
+	if err != nil {
+		return nil, err
 	}
+	resp, err := cc.Do(req)
+	cc.ReleaseMessage(req)
+	return resp, err
 }
 
 // transportErr prefers the caller's context error (deadline, cancel) over
@@ -579,7 +465,7 @@ func (p *coapPeer) transportErr(ctx context.Context, cc coapConn, err error) err
 	if p.ctx.Err() != nil {
 		return ErrClosed
 	}
-	if p.ep.transport != transportUDP && brokenConn(err) {
+	if brokenConn(err) {
 		_ = cc.Close()
 	}
 	return err
@@ -593,10 +479,7 @@ func brokenConn(err error) bool {
 // statusErr describes an unexpected CoAP response.
 func statusErr(resp *pool.Message) error {
 	diag, _ := resp.ReadBody()
-	if len(diag) > 200 {
-		diag = diag[:200]
-	}
-	return &StatusError{Code: coapCodeString(resp.Code()), Diagnostic: string(bytes.ToValidUTF8(diag, nil))}
+	return statusErrOf(resp.Code(), diag)
 }
 
 // coapCodeString writes a code as RFC 7252 does: "4.04 NotFound".

@@ -58,6 +58,39 @@ func sliceBlock2(n int, opt uint32, hasOpt, udp bool) (block2Slice, error) {
 	return block2Slice{off: int(off), end: int(end), blockwise: true, szx: szx, num: num, more: end < int64(n)}, nil
 }
 
+// placeBlock2 checks a Block2 part of a transfer of parts of bs bytes
+// (szx) and copies its payload into body at num*bs: the option must name
+// part num of that size, every part before the last must be full, and the
+// parts must fit the announced total (-1 if unknown), the capacity of
+// body and 32 KiB. It returns body, longer if the part extends it, and
+// whether the option says more parts follow.
+func placeBlock2(body []byte, wantSZX blockwise.SZX, bs, num, total int64, opt uint32, payload []byte) ([]byte, bool, error) {
+	szx, n, more, err := blockwise.DecodeBlockOption(opt)
+	if err != nil {
+		return body, false, err
+	}
+	plen := int64(len(payload))
+	off := num * bs
+	switch {
+	case szx != wantSZX:
+		return body, false, fmt.Errorf("peer changed block size from %d to %d", bs, blockSize(szx))
+	case n != num:
+		return body, false, fmt.Errorf("peer sent block %d at offset %d", n, off)
+	case more && (plen == 0 || plen%bs != 0):
+		return body, false, fmt.Errorf("peer sent a partial block of %d bytes before the last", plen)
+	case off+plen > eris.BlockSize32K:
+		return body, false, fmt.Errorf("%w: peer sends more than %d bytes", eris.ErrCorrupt, eris.BlockSize32K)
+	case total >= 0 && (off+plen > total || more != (off+plen < total)),
+		off+plen > int64(cap(body)):
+		return body, false, fmt.Errorf("block %d of %d bytes does not fit the announced %d", n, plen, total)
+	}
+	if int64(len(body)) < off+plen {
+		body = body[:off+plen]
+	}
+	copy(body[off:off+plen], payload)
+	return body, more, nil
+}
+
 // uploads reassembles Block1 uploads, at most maxUploads at once, each
 // forgotten uploadTTL after its last block.
 type uploads struct {

@@ -27,9 +27,9 @@ type Peer interface {
 type ClientOptions struct {
 	// Logger receives connection events; nil discards.
 	Logger *slog.Logger
-	// Conns is the number of sockets (CoAP over UDP, default 4) or
-	// connections (TCP and Unix, default 2) a peer spreads requests over.
-	// go-coap handles the traffic of one connection in one goroutine, so
+	// Conns is the number of sockets (CoAP over UDP) or connections (TCP
+	// and Unix) a peer spreads requests over (default 2).
+	// One goroutine reads each (go-coap's over TCP, ours over UDP), so
 	// several keep both ends busy on more than one core.
 	Conns int
 	// MaxInFlight bounds the requests in flight to the peer (default 1,024
@@ -37,12 +37,16 @@ type ClientOptions struct {
 	// needs a connection for each); more wait. A tree of small files is
 	// many small blocks: over a link of 20 ms round trips, 64 in flight
 	// held a lazy read of a whole tree to about 3,200 blocks a second.
+	// Over UDP it also caps the congestion window, which bounds the
+	// datagrams in flight (a 32 KiB block is 32 requests): it starts at
+	// 32, grows with every answer and halves on a retransmission.
 	MaxInFlight int
 	// BlockWindow is how many parts of one block-wise transfer may be
-	// asked for at once (default 8). A 32 KiB block over UDP is 32 parts
-	// of 1 KiB: asking for several at a time makes it a few round trips
-	// instead of 32. The peer uses fewer when many blocks are in flight,
-	// keeping about MaxInFlight requests out in all; 1 asks in turn.
+	// asked for at once (default 32). A 32 KiB block over UDP is 32 parts
+	// of 1 KiB: asking for all at once makes it one round trip instead
+	// of 32, within the congestion window over UDP; over TCP (BERT from
+	// other servers) the peer uses fewer when many blocks are in flight,
+	// keeping about MaxInFlight requests out in all. 1 asks in turn.
 	BlockWindow int
 	// DialTimeout bounds connecting over TCP or a Unix socket (default 5s).
 	DialTimeout time.Duration
@@ -61,9 +65,6 @@ func (o *ClientOptions) fill(t transport) {
 	}
 	if o.Conns <= 0 {
 		o.Conns = 2
-		if t == transportUDP {
-			o.Conns = 4
-		}
 	}
 	if o.MaxInFlight <= 0 {
 		// A CoAP peer takes many requests on one socket or connection;
@@ -73,7 +74,7 @@ func (o *ClientOptions) fill(t transport) {
 			o.MaxInFlight = 64
 		case transportUDP:
 			// Over UDP a 32 KiB block is 32 exchanges, and MaxInFlight
-			// also bounds the parts asked for at once (BlockWindow):
+			// also caps the congestion window of the parts in flight:
 			// 1,024 parts of 1 KiB keep a 20 ms, 100 Mbit/s link busy.
 			o.MaxInFlight = 1024
 		default:
@@ -81,7 +82,7 @@ func (o *ClientOptions) fill(t transport) {
 		}
 	}
 	if o.BlockWindow <= 0 {
-		o.BlockWindow = 8
+		o.BlockWindow = 32
 	}
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = 5 * time.Second
@@ -117,6 +118,9 @@ func Dial(ctx context.Context, rawURL string, opts ClientOptions) (Peer, error) 
 	opts.fill(ep.transport)
 	if ep.transport == transportHTTP {
 		return newHTTPPeer(ep, opts), nil
+	}
+	if ep.transport == transportUDP {
+		return newUDPPeer(ep, opts), nil
 	}
 	return newCoAPPeer(ep, opts), nil
 }

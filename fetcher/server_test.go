@@ -17,6 +17,8 @@ import (
 	"github.com/plgd-dev/go-coap/v3/message/codes"
 	"github.com/plgd-dev/go-coap/v3/message/pool"
 	"github.com/plgd-dev/go-coap/v3/net/blockwise"
+	"github.com/plgd-dev/go-coap/v3/options"
+	"github.com/plgd-dev/go-coap/v3/udp"
 
 	"erismount/eris"
 )
@@ -29,29 +31,54 @@ func rawCoAP(t *testing.T, url string) (coapConn, endpoint) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := ClientOptions{}
-	opts.fill(ep.transport)
-	p := newCoAPPeer(ep, opts)
-	t.Cleanup(func() { p.Close() })
-	cc, err := p.conn(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ep.transport == transportUDP {
-		// Have the server verify this socket's address (RFC 9175 Echo),
-		// so that it answers the test's requests in full.
-		resp, err := p.exchange(cc, func() (*pool.Message, error) {
-			return cc.NewGetRequest(context.Background(), ep.blocksPath(), p.refOption(eris.Ref{}))
-		})
+	if ep.transport != transportUDP {
+		opts := ClientOptions{}
+		opts.fill(ep.transport)
+		p := newCoAPPeer(ep, opts)
+		t.Cleanup(func() { p.Close() })
+		cc, err := p.conn(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		if resp.Code() != codes.NotFound {
-			t.Fatalf("priming a raw UDP socket: got %v, want NotFound", resp.Code())
+		return cc, ep
+	}
+	tick := newPeriodic(10 * time.Millisecond)
+	cc, err := udp.Dial(ep.addr, options.WithErrors(func(error) {}), options.WithPeriodicRunner(tick.add),
+		options.WithBlockwise(false, blockwise.SZX1024, time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close(); <-cc.Done(); tick.stop() })
+	// Have the server verify this socket's address (RFC 9175 Echo), so
+	// that it answers the test's requests in full.
+	var echo []byte
+	for range 2 {
+		req, err := cc.NewGetRequest(context.Background(), ep.blocksPath(), message.Option{ID: message.URIQuery, Value: []byte(eris.Ref{}.String())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if echo != nil {
+			req.SetOptionBytes(message.Echo, echo)
+		}
+		resp, err := cc.Do(req)
+		cc.ReleaseMessage(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code := resp.Code()
+		if e, err := resp.GetOptionBytes(message.Echo); err == nil {
+			echo = bytes.Clone(e)
 		}
 		cc.ReleaseMessage(resp)
+		if code == codes.NotFound {
+			return cc, ep
+		}
+		if code != codes.Unauthorized || echo == nil {
+			t.Fatalf("priming a raw UDP socket: got %v, want 4.01 with an Echo, then NotFound", code)
+		}
 	}
-	return cc, ep
+	t.Fatal("priming a raw UDP socket: the server did not take its Echo")
+	return nil, ep
 }
 
 type coapCase struct {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,13 +44,25 @@ const maxUDPClients = 4096
 // rather than replayed: GET and PUT of content-addressed blocks are
 // idempotent, so that is safe (RFC 7252 §4.5 allows it).
 type udpListener struct {
-	s       *Server
-	raw     *net.UDPConn
-	conn    *coapnet.UDPConn
-	wild    bool // bound to 0.0.0.0 or [::]: read control messages to reply from the right address
-	handler *coapBlocks
-	mpool   *pool.Pool
-	echo    echoKey // makes the Echo values that verify client addresses
+	s        *Server
+	raw      *net.UDPConn
+	conn     *coapnet.UDPConn
+	wild     bool // bound to 0.0.0.0 or [::]: read control messages to reply from the right address
+	handler  *coapBlocks
+	segs     []string    // the Uri-Path of the blocks resource
+	batch    batchConn   // the socket in batches, when bound to one address
+	noGSO    atomic.Bool // a GSO send failed: the kernel cannot
+	gsoCache sync.Map    // UDP_SEGMENT control messages by size
+
+	jobs       chan getJob // block GETs for the fast path's idle workers
+	getWorkers atomic.Int64
+	deadline   atomic.Pointer[sharedDeadline]
+
+	outMu                sync.Mutex // guards the answers of workers waiting to be written
+	outBusy              bool       // a worker writes them
+	outPending, outSpare serverOut
+	mpool                *pool.Pool
+	echo                 echoKey // makes the Echo values that verify client addresses
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -104,6 +117,15 @@ func (s *Server) listenUDP(ep endpoint) (listener, string, error) {
 		cancel:  cancel,
 		work:    newWorkers(ctx, s.opts.Workers),
 		clients: make(map[netip.AddrPort]*udpClientState),
+		jobs:    make(chan getJob),
+	}
+	for _, seg := range strings.Split(ep.blocksPath(), "/") {
+		if seg != "" {
+			l.segs = append(l.segs, seg)
+		}
+	}
+	if !l.wild {
+		l.batch = newBatchConn(raw, raw.LocalAddr().(*net.UDPAddr))
 	}
 	if s.opts.Discoverable {
 		if !l.wild {
@@ -120,24 +142,22 @@ func (s *Server) listenUDP(ep endpoint) (listener, string, error) {
 
 func (l *udpListener) readLoop() {
 	defer l.wg.Done()
+	var (
+		m   message.Message
+		out serverOut
+	)
+	if !l.wild {
+		l.readBatches(&m, &out)
+		return
+	}
 	// One byte more than the largest message, to notice oversized ones.
 	buf := make([]byte, 64<<10+1)
 	for {
 		var (
-			n   int
-			ap  netip.AddrPort
-			cm  *coapnet.ControlMessage
-			err error
+			ra *net.UDPAddr
+			cm *coapnet.ControlMessage
 		)
-		if l.wild {
-			var ra *net.UDPAddr
-			n, err = l.conn.ReadWithOptions(buf, coapnet.WithGetRemoteAddr(&ra), coapnet.WithGetControlMessage(&cm))
-			if err == nil {
-				ap = ra.AddrPort()
-			}
-		} else {
-			n, ap, err = l.raw.ReadFromUDPAddrPort(buf)
-		}
+		n, err := l.conn.ReadWithOptions(buf, coapnet.WithGetRemoteAddr(&ra), coapnet.WithGetControlMessage(&cm))
 		if err != nil {
 			if l.ctx.Err() != nil || errors.Is(err, net.ErrClosed) || errors.Is(err, coapnet.ErrConnectionIsClosed) {
 				return
@@ -148,25 +168,90 @@ func (l *udpListener) readLoop() {
 		if n > 64<<10 {
 			continue
 		}
-		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-		if cm != nil && cm.Dst.IsMulticast() {
-			l.multicast(ap, cm, buf[:n])
+		l.datagram(ra.AddrPort(), cm, buf[:n], &m, &out)
+		for i, b := range out.bufs {
+			if err := l.write(out.addrs[i], out.cms[i], b); err != nil {
+				l.s.log.Debug("coap udp: cannot answer", "to", out.addrs[i], "err", err)
+			}
+		}
+		out.reset()
+	}
+}
+
+// readBatches is the read loop of a listener bound to one address: it
+// reads datagrams in batches (recvmmsg) and sends the answers made at once
+// in batches (sendmmsg).
+func (l *udpListener) readBatches(m *message.Message, out *serverOut) {
+	bc := l.batch
+	msgs := make([]ipMessage, udpBatch)
+	// As in udpPeer.readLoop: a small buffer each, a large one shared.
+	const small = 2048
+	smalls := make([]byte, udpBatch*small)
+	big := make([]byte, 64<<10+1)
+	for i := range msgs {
+		msgs[i].Buffers = [][]byte{smalls[i*small : (i+1)*small : (i+1)*small], big}
+	}
+	dgram := make([]byte, 0, 64<<10+1)
+	wmsgs := make([]ipMessage, 0, udpBatch)
+	for {
+		n, err := bc.ReadBatch(msgs, 0)
+		if err != nil {
+			if l.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			l.s.log.Debug("coap udp read", "err", err)
 			continue
 		}
-		st := l.known(ap)
-		if st == nil {
-			if st = l.admit(ap, cm, buf[:n]); st == nil {
+		bigUsers := 0
+		for i := range n {
+			if msgs[i].N > small {
+				bigUsers++
+			}
+		}
+		for i := range n {
+			ua, ok := msgs[i].Addr.(*net.UDPAddr)
+			if !ok {
 				continue
 			}
-		}
-		st.lastSeen.Store(time.Now().UnixNano())
-		if err := st.cc.Process(cm, buf[:n]); err != nil {
-			var malformed *udpclient.MalformedMessageError
-			if !errors.As(err, &malformed) {
-				l.drop(ap, st)
+			var b []byte
+			switch mn := msgs[i].N; {
+			case mn <= small:
+				b = msgs[i].Buffers[0][:mn]
+			case mn > 64<<10 || bigUsers > 1:
+				continue // too large, or its tail overwritten: as if lost
+			default:
+				b = append(append(dgram[:0], msgs[i].Buffers[0]...), big[:mn-small]...)
 			}
-			l.s.log.Debug("coap udp datagram dropped", "from", ap, "err", err)
+			l.datagram(ua.AddrPort(), nil, b, m, out)
 		}
+		l.flush(bc, out, wmsgs)
+		out.reset()
+	}
+}
+
+// datagram handles one datagram from ap.
+func (l *udpListener) datagram(ap netip.AddrPort, cm *coapnet.ControlMessage, b []byte, m *message.Message, out *serverOut) {
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	if cm != nil && cm.Dst.IsMulticast() {
+		l.multicast(ap, cm, b)
+		return
+	}
+	st := l.known(ap)
+	if st == nil {
+		if st = l.admit(ap, cm, b); st == nil {
+			return
+		}
+	}
+	st.lastSeen.Store(time.Now().UnixNano())
+	if l.fast(ap, cm, b, m, out) {
+		return
+	}
+	if err := st.cc.Process(cm, b); err != nil {
+		var malformed *udpclient.MalformedMessageError
+		if !errors.As(err, &malformed) {
+			l.drop(ap, st)
+		}
+		l.s.log.Debug("coap udp datagram dropped", "from", ap, "err", err)
 	}
 }
 
