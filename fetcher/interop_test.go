@@ -3,6 +3,9 @@ package fetcher
 import (
 	"bytes"
 	"context"
+	"errors"
+	"net"
+	"strconv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -123,5 +126,74 @@ func TestInteropCoAPClientPut(t *testing.T) {
 				store.Delete(ref)
 			}
 		})
+	}
+}
+
+// TestInteropLibcoapServer fetches blocks with our UDP client from
+// libcoap's example server (coap-server-notls, a resource made by a PUT
+// of libcoap's client): a 32 KiB block comes block-wise as libcoap sends
+// it (RFC 7959), a 1 KiB block in one datagram, and a block under
+// another's reference is refused as corrupt.
+func TestInteropLibcoapServer(t *testing.T) {
+	client := coapClient(t)
+	server, err := exec.LookPath("coap-server-notls")
+	if err != nil {
+		t.Skip("coap-server-notls not found in PATH (Debian package libcoap3-bin): our client against libcoap's server not tested")
+	}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port)
+	pc.Close()
+	srv := exec.Command(server, "-A", "127.0.0.1", "-p", port, "-d", "4")
+	var srvOut bytes.Buffer
+	srv.Stdout, srv.Stderr = &srvOut, &srvOut
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		srv.Process.Kill()
+		srv.Wait()
+	})
+	url := "coap://127.0.0.1:" + port
+	resource := url + "/.well-known/eris/blocks"
+	put := func(block []byte) {
+		t.Helper()
+		f := filepath.Join(t.TempDir(), "block")
+		if err := os.WriteFile(f, block, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var msg string
+		var err error
+		for range 50 { // until the server answers
+			if msg, err = runCoAPClient(t, client, "-m", "put", "-b", "1024", "-f", f, resource); err == nil && !strings.Contains(msg, "4.") && !strings.Contains(msg, "5.") {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("PUT to coap-server-notls: %v %q; server said:\n%s", err, msg, srvOut.String())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	peer, err := Dial(ctx, url, ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	big := randomBlocks(t, 1, eris.BlockSize32K)[0]
+	small := randomBlocks(t, 1, eris.BlockSize1K)[0]
+	put(big)
+	if got, err := peer.GetBlock(ctx, eris.RefOf(big)); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("32 KiB block from libcoap's server: %d bytes, %v", len(got), err)
+	}
+	put(small)
+	if got, err := peer.GetBlock(ctx, eris.RefOf(small)); err != nil || !bytes.Equal(got, small) {
+		t.Fatalf("1 KiB block from libcoap's server: %d bytes, %v", len(got), err)
+	}
+	// The resource now holds the small block: asked for the big one, the
+	// server sends the small one, which must not pass.
+	if got, err := peer.GetBlock(ctx, eris.RefOf(big)); !errors.Is(err, eris.ErrCorrupt) {
+		t.Fatalf("a block under another's reference: %d bytes, %v; want ErrCorrupt", len(got), err)
 	}
 }
