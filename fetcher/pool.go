@@ -201,7 +201,11 @@ func (pl *Pool) peerList() []*poolPeer { return *pl.peers.Load() }
 // NewPool (see neighbourWeight).
 // The pool owns p from now on. It reports false, and closes p, when the
 // pool has a peer of the same URL already or is closed.
-func (pl *Pool) AddPeer(p Peer) bool {
+func (pl *Pool) AddPeer(p Peer) bool { return pl.add(p, NodeID{}) }
+
+// add adds p as a peer learned at run time, a neighbour of this node's
+// swarm if node is not zero.
+func (pl *Pool) add(p Peer, node NodeID) bool {
 	pl.mu.RLock()
 	defer pl.mu.RUnlock()
 	pl.peersMu.Lock()
@@ -213,10 +217,14 @@ func (pl *Pool) AddPeer(p Peer) bool {
 		return false
 	}
 	pp := pl.newPeer(p)
-	pp.weight, pp.added = neighbourWeight, true
+	pp.weight, pp.added, pp.node = neighbourWeight, true, node
 	list := append(slices.Clip(old), pp)
 	pl.peers.Store(&list)
-	pl.log.Info("peer added", "peer", p.URL())
+	if node.IsZero() {
+		pl.log.Info("peer added", "peer", p.URL())
+	} else {
+		pl.log.Info("neighbour added", "peer", p.URL(), "node", node)
+	}
 	return true
 }
 
@@ -227,26 +235,10 @@ func (pl *Pool) AddPeer(p Peer) bool {
 // (DialNeighbour). It reports false, and closes p, when the pool has a
 // peer of the same URL already (which then stays as it was) or is closed.
 func (pl *Pool) AddNeighbour(p Peer, node NodeID) bool {
-	if node.IsZero() || node == pl.opts.Node {
-		return pl.AddPeer(p)
+	if node == pl.opts.Node {
+		node = NodeID{}
 	}
-	pl.mu.RLock()
-	defer pl.mu.RUnlock()
-	pl.peersMu.Lock()
-	defer pl.peersMu.Unlock()
-	old := pl.peerList()
-	dup := slices.ContainsFunc(old, func(pp *poolPeer) bool { return pp.url == p.URL() })
-	if pl.closed || dup {
-		p.Close()
-		return false
-	}
-	pp := pl.newPeer(p)
-	pp.weight, pp.added = neighbourWeight, true
-	pp.node = node
-	list := append(slices.Clip(old), pp)
-	pl.peers.Store(&list)
-	pl.log.Info("neighbour added", "peer", p.URL(), "node", node)
-	return true
+	return pl.add(p, node)
 }
 
 // Node is this node's id in its swarm.
