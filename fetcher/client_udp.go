@@ -70,8 +70,11 @@ type udpPeer struct {
 	outMu                sync.Mutex // guards the datagrams waiting to be written
 	outBusy              bool       // someone writes them
 	outPending, outSpare sendList
-	retrans              uint64 // retransmissions sent
-	timeouts             uint64 // exchanges given up after MaxRetransmit
+	// msgs is the writer's (outBusy's) sendmmsg vector, kept: a new one
+	// for every flush was most of the client's allocation per 1 KiB block.
+	msgs     [udpBatch]ipMessage
+	retrans  uint64 // retransmissions sent
+	timeouts uint64 // exchanges given up after MaxRetransmit
 }
 
 // udpSock is one socket of a udpPeer. Its fields other than c and batch
@@ -538,7 +541,8 @@ type sockErr struct {
 // every transfer on the socket, as the error may stand for several
 // requests.
 func (p *udpPeer) flush(reqs []sendReq, gso bool, failed *[]sockErr) {
-	var msgs [udpBatch]ipMessage
+	msgs := &p.msgs // only the writer flushes; a nested flush (below) starts after msgs was read
+	defer clear(msgs[:])
 	bufs := make([][]byte, len(reqs))
 	for i, r := range reqs {
 		bufs[i] = r.b

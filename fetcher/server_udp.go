@@ -61,6 +61,7 @@ type udpListener struct {
 	outMu                sync.Mutex // guards the answers of workers waiting to be written
 	outBusy              bool       // a worker writes them
 	outPending, outSpare serverOut
+	wmsgs                []ipMessage // the writer's (outBusy's) sendmmsg vector, kept
 	mpool                *pool.Pool
 	echo                 echoKey // makes the Echo values that verify client addresses
 

@@ -247,7 +247,10 @@ func (l *udpListener) sendCombined(ap netip.AddrPort, b []byte) {
 		return
 	}
 	l.outBusy = true
-	wmsgs := make([]ipMessage, 0, udpBatch)
+	if l.wmsgs == nil {
+		l.wmsgs = make([]ipMessage, 0, udpBatch)
+	}
+	wmsgs := l.wmsgs
 	for len(l.outPending.bufs) > 0 {
 		out := l.outPending
 		l.outPending, l.outSpare = l.outSpare, serverOut{}
