@@ -70,6 +70,18 @@ type Reader struct {
 	verified bool
 	off      int64        // Read/Seek position
 	size     atomic.Int64 // -1 until known
+	// fetching merges concurrent fetches of one node (ReadAts under the
+	// same node, WriteTo's chunks in flight), which the node cache alone
+	// would let go out once each.
+	fetchingMu sync.Mutex
+	fetching   map[pair]*nodeFetch
+}
+
+// nodeFetch is a fetch of a node others wait for.
+type nodeFetch struct {
+	done chan struct{}
+	node []byte
+	err  error
 }
 
 // NewReader returns a Reader of the content of rc, fetching blocks from g.
@@ -107,11 +119,43 @@ func corrupt(ref Ref, format string, args ...any) error {
 // are checked against their key (the spec's Verify-Key: a node's key is its
 // hash, which catches manipulated keys and levels) and their layout.
 func (r *Reader) fetch(ctx context.Context, p pair, level int) ([]byte, error) {
-	if level > 0 {
-		if n, ok := r.nodes.c.Get(p); ok {
-			return n, nil
-		}
+	if level == 0 {
+		return r.fetchBlock(ctx, p, level)
 	}
+	if n, ok := r.nodes.c.Get(p); ok {
+		return n, nil
+	}
+	r.fetchingMu.Lock()
+	if f, ok := r.fetching[p]; ok {
+		r.fetchingMu.Unlock()
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+		if f.err == nil {
+			return f.node, nil
+		}
+		// The first caller's fetch failed (perhaps only its context
+		// ended): this caller fetches for itself.
+		return r.fetchBlock(ctx, p, level)
+	}
+	if r.fetching == nil {
+		r.fetching = map[pair]*nodeFetch{}
+	}
+	f := &nodeFetch{done: make(chan struct{})}
+	r.fetching[p] = f
+	r.fetchingMu.Unlock()
+	f.node, f.err = r.fetchBlock(ctx, p, level)
+	r.fetchingMu.Lock()
+	delete(r.fetching, p)
+	r.fetchingMu.Unlock()
+	close(f.done)
+	return f.node, f.err
+}
+
+// fetchBlock is fetch without the node cache or merging.
+func (r *Reader) fetchBlock(ctx context.Context, p pair, level int) ([]byte, error) {
 	b, err := r.g.GetBlock(ctx, p.ref)
 	if err != nil {
 		var be *BlockError
@@ -367,17 +411,9 @@ func (r *Reader) SizeContext(ctx context.Context) (int64, error) {
 	if s := r.size.Load(); s >= 0 {
 		return s, nil
 	}
-	level := r.rc.Level()
-	p := pair{ref: r.rc.Root(), key: r.rc.RootKey()}
-	var index int64
-	for l := level; l >= 1; l-- {
-		node, err := r.fetch(ctx, p, l)
-		if err != nil {
-			return 0, err
-		}
-		n := children(node)
-		index = index*int64(r.arity) + int64(n-1)
-		p.set(node[(n-1)*64:])
+	index, p, err := r.rightmost(ctx)
+	if err != nil {
+		return 0, err
 	}
 	leaf, err := r.fetch(ctx, p, 0)
 	if err != nil {
@@ -390,6 +426,24 @@ func (r *Reader) SizeContext(ctx context.Context) (int64, error) {
 	size := index*int64(r.rc.BlockSize()) + int64(n)
 	r.size.Store(size)
 	return size, nil
+}
+
+// rightmost follows the rightmost path of the tree's nodes: the index of
+// the last leaf and its reference and key. It fetches internal nodes only
+// (kept in the node cache).
+func (r *Reader) rightmost(ctx context.Context) (int64, pair, error) {
+	p := pair{ref: r.rc.Root(), key: r.rc.RootKey()}
+	var index int64
+	for l := r.rc.Level(); l >= 1; l-- {
+		node, err := r.fetch(ctx, p, l)
+		if err != nil {
+			return 0, pair{}, err
+		}
+		n := children(node)
+		index = index*int64(r.arity) + int64(n-1)
+		p.set(node[(n-1)*64:])
+	}
+	return index, p, nil
 }
 
 // Read implements io.Reader.
@@ -454,11 +508,22 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 		cancel() // the readers stop, the producer no longer waits
 		wg.Wait()
 	}()
-	size := r.size.Load() // -1 until known: read until a short chunk
+	// Chunks are issued up to the size, or while it is not known up to the
+	// end of the last leaf, which the nodes of the rightmost path give
+	// (the first chunk needs the first of them anyway): a chunk past the
+	// end would fetch the last leaf again, once for each such chunk.
+	end := r.size.Load()
+	if end < 0 {
+		index, _, err := r.rightmost(ctx)
+		if err != nil {
+			return 0, err
+		}
+		end = (index + 1) * int64(r.rc.BlockSize())
+	}
 	chunkSize := max(writeToChunk, r.rc.BlockSize())
 	wg.Go(func() {
 		defer close(chunks)
-		for off := r.off; size < 0 || off < size; off += int64(chunkSize) {
+		for off := r.off; off < end; off += int64(chunkSize) {
 			c := &chunk{done: make(chan struct{})}
 			select {
 			case c.buf = <-free:
@@ -474,13 +539,6 @@ func (r *Reader) WriteTo(w io.Writer) (int64, error) {
 				defer close(c.done)
 				c.n, c.err = r.ReadAtContext(ctx, c.buf, off)
 			})
-			if size < 0 {
-				// Past the end a ReadAt ends with io.EOF; stop issuing
-				// chunks once one has come back short.
-				if s := r.size.Load(); s >= 0 {
-					size = s
-				}
-			}
 		}
 	})
 	var total int64

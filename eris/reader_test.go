@@ -339,3 +339,34 @@ func TestGetterVerifies(t *testing.T) {
 		t.Fatalf("corrupt root node read with GetterVerifies: %v", err)
 	}
 }
+
+// TestWriteToFetchesEachBlockOnce: streaming content of unknown size
+// asks for every block once, however many chunks are in flight when the
+// end is reached (a chunk past the end used to fetch the last leaf again).
+func TestWriteToFetchesEachBlockOnce(t *testing.T) {
+	for _, c := range []struct {
+		size int64
+		bs   int
+	}{
+		{134*eris.BlockSize32K - 3000, eris.BlockSize32K}, // level 1
+		{5*eris.BlockSize32K + 7, eris.BlockSize32K},
+		{600 * eris.BlockSize32K, eris.BlockSize32K}, // level 2: chunks in flight share nodes
+		{40*eris.BlockSize1K + 1, eris.BlockSize1K},  // level 2
+		{100, eris.BlockSize32K},                     // one leaf, level 0
+	} {
+		content, rc, s := encodeRandom(t, c.size, c.bs, 11)
+		blocks := int64(s.Len())
+		s.ResetCounts()
+		r, err := eris.NewReader(t.Context(), rc, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if n, err := r.WriteTo(&buf); err != nil || n != c.size || !bytes.Equal(buf.Bytes(), content) {
+			t.Fatalf("%d bytes in %d-byte blocks: wrote %d, %v", c.size, c.bs, n, err)
+		}
+		if got := s.Gets(); got != blocks {
+			t.Errorf("%d bytes in %d-byte blocks: %d gets for %d blocks", c.size, c.bs, got, blocks)
+		}
+	}
+}
