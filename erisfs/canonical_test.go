@@ -1,14 +1,8 @@
 package erisfs
 
 import (
-	"encoding/hex"
-	"fmt"
-	"math/rand/v2"
 	"reflect"
 	"testing"
-
-	"erismount/eris"
-	"erismount/eris/eristest"
 )
 
 // FuzzDecodeCanonical checks the fast path of parse against the general
@@ -62,28 +56,7 @@ func FuzzDecodeCanonical(f *testing.F) {
 // entries the general path decodes: our vectors, generated trees, and a
 // large index.
 func TestDecodeCanonical(t *testing.T) {
-	indexes := map[string][]byte{}
-	for i, v := range loadVectors(t) {
-		b, err := hex.DecodeString(v.IndexHex)
-		if err != nil {
-			t.Fatal(err)
-		}
-		indexes[fmt.Sprintf("vector %d", i)] = b
-	}
-	for seed := range 3 {
-		r := rand.New(rand.NewPCG(uint64(seed), 5))
-		s := genSpec(r, 40, 4, false)
-		store := eristest.NewStore()
-		rc, _, err := EncodeDir(t.Context(), s.writeDir(t), store, EncodeOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := readIndex(t.Context(), rc, store, eris.ReaderOptions{}, DefaultMaxIndexSize, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		indexes[fmt.Sprintf("generated %d", seed)] = b
-	}
+	indexes := sampleIndexes(t, 40)
 	indexes["large"] = largeIndexBytes(t, 5000)
 	c, err := newCodec(Limits{}, true)
 	if err != nil {

@@ -2,20 +2,16 @@ package erisfs
 
 import (
 	"bytes"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"io/fs"
-	"math/rand/v2"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"unicode/utf8"
-
-	"erismount/eris"
-	"erismount/eris/eristest"
 )
 
 // FuzzParseIndex feeds arbitrary bytes to the index decoder. It must never
@@ -88,27 +84,7 @@ func TestFuzzCorpus(t *testing.T) {
 		for _, h := range hostileIndexes(t) {
 			seeds["hostile-"+strings.ReplaceAll(h.name, " ", "-")] = h.data
 		}
-		for i, v := range loadVectors(t) {
-			b, err := hex.DecodeString(v.IndexHex)
-			if err != nil {
-				t.Fatal(err)
-			}
-			seeds[fmt.Sprintf("vector-%d", i)] = b
-		}
-		for seed := range 3 {
-			r := rand.New(rand.NewPCG(uint64(seed), 5))
-			s := genSpec(r, 12, 4, false)
-			store := eristest.NewStore()
-			rc, _, err := EncodeDir(t.Context(), s.writeDir(t), store, EncodeOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := readIndex(t.Context(), rc, store, eris.ReaderOptions{}, DefaultMaxIndexSize, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			seeds[fmt.Sprintf("generated-%d", seed)] = b
-		}
+		maps.Copy(seeds, sampleIndexes(t, 12))
 		if err := os.RemoveAll(dir); err != nil {
 			t.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package erisfs
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -264,4 +265,34 @@ func describe(s spec) string {
 		fmt.Fprintf(&b, "%q %v %d\n", p, s[p].kind, len(s[p].content))
 	}
 	return b.String()
+}
+
+// sampleIndexes returns real indexes by name: the test vectors'
+// ("vector-N") and those of three generated trees of about files entries
+// ("generated-N").
+func sampleIndexes(t *testing.T, files int) map[string][]byte {
+	t.Helper()
+	indexes := map[string][]byte{}
+	for i, v := range loadVectors(t) {
+		b, err := hex.DecodeString(v.IndexHex)
+		if err != nil {
+			t.Fatal(err)
+		}
+		indexes[fmt.Sprintf("vector-%d", i)] = b
+	}
+	for seed := range 3 {
+		r := rand.New(rand.NewPCG(uint64(seed), 5))
+		s := genSpec(r, files, 4, false)
+		store := eristest.NewStore()
+		rc, _, err := EncodeDir(t.Context(), s.writeDir(t), store, EncodeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := readIndex(t.Context(), rc, store, eris.ReaderOptions{}, DefaultMaxIndexSize, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		indexes[fmt.Sprintf("generated-%d", seed)] = b
+	}
+	return indexes
 }
