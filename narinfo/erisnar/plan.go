@@ -295,28 +295,39 @@ type staged struct {
 }
 
 func newStaged(refs []eris.Ref, blocks [][]byte, g eris.BlockGetter) *staged {
-	s := &staged{blocks: make(map[eris.Ref][]byte, len(refs)), g: g}
-	for i, ref := range refs {
-		if blocks[i] != nil {
-			s.blocks[ref] = blocks[i]
-		}
-	}
-	return s
+	return &staged{blocks: byRef(refs, blocks), g: g}
 }
 
 // GetBlock returns the staged block of ref, verified where it was read, or
 // asks the getter behind.
 func (s *staged) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) {
-	s.mu.Lock()
-	b, ok := s.blocks[ref]
-	if ok {
-		delete(s.blocks, ref)
+	return take(ctx, &s.mu, s.blocks, ref, s.g)
+}
+
+// byRef maps refs[i] to blocks[i], leaving out the blocks not found (nil).
+func byRef(refs []eris.Ref, blocks [][]byte) map[eris.Ref][]byte {
+	m := make(map[eris.Ref][]byte, len(refs))
+	for i, b := range blocks {
+		if b != nil {
+			m[refs[i]] = b
+		}
 	}
-	s.mu.Unlock()
+	return m
+}
+
+// take hands out the block of ref in m once (m is guarded by mu), or asks
+// g when m has none.
+func take(ctx context.Context, mu *sync.Mutex, m map[eris.Ref][]byte, ref eris.Ref, g eris.BlockGetter) ([]byte, error) {
+	mu.Lock()
+	b, ok := m[ref]
+	if ok {
+		delete(m, ref)
+	}
+	mu.Unlock()
 	if ok {
 		return b, nil
 	}
-	return s.g.GetBlock(ctx, ref)
+	return g.GetBlock(ctx, ref)
 }
 
 // segmentLeaves is how many leaves of a large file one bulk read gets: a
@@ -376,14 +387,11 @@ func (s *segmented) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) 
 				refs = append(refs, s.leaves[k])
 			}
 		}
-		blocks := make(map[eris.Ref][]byte, len(refs))
-		if got, err := s.loc.GetHeldBlocks(ctx, refs); err == nil {
-			for k, b := range got {
-				if b != nil {
-					blocks[refs[k]] = b
-				}
-			}
+		got, err := s.loc.GetHeldBlocks(ctx, refs)
+		if err != nil {
+			got = nil // the getter behind serves them
 		}
+		blocks := byRef(refs, got)
 		s.mu.Lock()
 		seg.blocks = blocks
 		s.mu.Unlock()
@@ -394,14 +402,5 @@ func (s *segmented) GetBlock(ctx context.Context, ref eris.Ref) ([]byte, error) 
 	case <-ctx.Done():
 		return nil, context.Cause(ctx)
 	}
-	s.mu.Lock()
-	b, ok := seg.blocks[ref]
-	if ok {
-		delete(seg.blocks, ref)
-	}
-	s.mu.Unlock()
-	if ok {
-		return b, nil
-	}
-	return s.g.GetBlock(ctx, ref)
+	return take(ctx, &s.mu, seg.blocks, ref, s.g)
 }
