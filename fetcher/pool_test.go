@@ -472,13 +472,17 @@ func swarmPool(t *testing.T, opts PoolOptions, pub, n1, n2 *fakePeer) (*Pool, *a
 // no neighbour had it; a relayed request (NoRelay) keeps that order and
 // its mark.
 func TestPoolAsksOwnerFirst(t *testing.T) {
+	// No hedging: the order asked is the ranking alone. (A hedge fired
+	// by a CPU-starved answer would also make the request cancelled at
+	// the other peer count against it, and the peer could die.)
+	noHedge := PoolOptions{HedgeMin: time.Minute, HedgeMax: time.Minute}
 	blocks := randomBlocks(t, 48, eris.BlockSize1K)
 	store, refs := storeWith(t, blocks...)
 	empty, _ := storeWith(t)
 	ctx := context.Background()
 
 	t.Run("neighbours hold the blocks", func(t *testing.T) {
-		pl, log, nodes := swarmPool(t, PoolOptions{HedgeMax: time.Minute}, newFake("pub", store, 0), newFake("n1", store, 0), newFake("n2", store, 0))
+		pl, log, nodes := swarmPool(t, noHedge, newFake("pub", store, 0), newFake("n1", store, 0), newFake("n2", store, 0))
 		for i, ref := range refs {
 			if _, err := pl.GetBlock(ctx, ref); err != nil {
 				t.Fatal(err)
@@ -499,7 +503,7 @@ func TestPoolAsksOwnerFirst(t *testing.T) {
 	})
 
 	t.Run("nobody holds the blocks", func(t *testing.T) {
-		pl, log, nodes := swarmPool(t, PoolOptions{HedgeMax: time.Minute}, newFake("pub", store, 0), newFake("n1", empty, 0), newFake("n2", empty, 0))
+		pl, log, nodes := swarmPool(t, noHedge, newFake("pub", store, 0), newFake("n1", empty, 0), newFake("n2", empty, 0))
 		for i, ref := range refs {
 			for _, relayed := range []bool{false, true} {
 				rctx, held := ctx, ""
